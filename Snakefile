@@ -1,0 +1,27 @@
+# featlearn: from a hyperparameter grid to every dataset, analysis and figure.
+#
+#   snakemake --cores 2                                # default experiments (config/config.yaml)
+#   snakemake --configfile config/smoke.yaml --cores 2 # tiny version of everything
+#
+# The configuration is validated against workflow/schemas/config.schema.yaml
+# before any job runs. Rules are split by stage under workflow/rules/.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# --configfile replaces the default configuration instead of being merged into it,
+# so a smaller configuration really runs only its own experiments.
+if not config:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        ALL_TARGETS,

@@ -1,0 +1,369 @@
+"""Configuration: schema validation, defaults, and the hyperparameter grid of an experiment.
+
+A configuration names experiments; each sweeps hyperparameters given as a
+value, a list of values (a grid dimension named after the hyperparameter), or
+``{prefactor, exponent}`` meaning ``prefactor * width^-exponent``, where lists
+of prefactors or exponents are grid dimensions too (named ``kappa0`` /
+``a``, ``sigma_u0`` / ``b_u``, ``sigma_w0`` / ``b_w``, ``eta_u0`` / ``c_u``,
+``eta_w0`` / ``c_w``). A ``parametrization`` (one name or a list, itself a
+dimension) sets the five exponents at once. The grid is the Cartesian product
+of all dimensions, in the order they appear in the configuration.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TextIO
+
+import jsonschema
+import numpy as np
+import yaml
+
+#: Width exponents (a, b_u, b_w, c_u, c_w) of the named parametrizations.
+PARAMETRIZATIONS: dict[str, tuple[float, float, float, float, float]] = {
+    "ntk": (0.5, 0.0, 0.0, 0.0, 0.0),
+    "mean_field": (1.0, 0.0, 0.0, -1.0, -1.0),
+    "standard": (0.0, 0.5, 0.0, 0.0, 0.0),
+    "standard_scaled_lr": (0.0, 0.5, 0.0, 1.0, 1.0),
+    "small_init": (0.5, 0.5, 0.5, -0.5, -0.5),
+}
+
+#: Hyperparameters of the form prefactor * width^-exponent: (name, exponent symbol, default).
+SCALED = (
+    ("kappa", "a", 1.0),
+    ("sigma_u", "b_u", 1.0),
+    ("sigma_w", "b_w", 1.0),
+    ("eta_u", "c_u", 1.0),
+    ("eta_w", "c_w", 1.0),
+)
+#: Plain hyperparameters and their defaults.
+PLAIN = (("rho", 0.0), ("beta_star", 1.0), ("sigma2", 1.0))
+EXPONENTS = tuple(symbol for _, symbol, _ in SCALED)
+#: Every hyperparameter value stored with a run.
+HYPERPARAMETERS = ("width", *(name for name, _, _ in SCALED), *(name for name, _ in PLAIN))
+
+#: The largest width the explicit (width-d vectors) solver accepts.
+EXPLICIT_MAX_WIDTH = 10**6
+
+
+class ConfigError(ValueError):
+    """A configuration that breaks the schema or the project's rules; lists every problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The JSON schema of a configuration (shipped with the package)."""
+    text = resources.files("featlearn").joinpath("data/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+# ---------------------------------------------------------------------------
+# validation
+
+
+_FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line naming the field, what is wrong and what is allowed."""
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        # The alternative that got furthest explains the problem best.
+        deepest = max(error.context, key=lambda e: (len(e.absolute_path), -len(e.schema_path)))
+        if len(deepest.absolute_path) > len(error.absolute_path):
+            return _describe(deepest)
+        return f"{_field(error)}: {error.instance!r} is not a valid value (allowed: {_allowed(error.schema)})" + _hint(
+            error.instance
+        )
+    if error.validator == "additionalProperties":
+        allowed = ", ".join(sorted(error.schema.get("properties", {}))) or "none"
+        return f"{_field(error)}: {error.message} (allowed keys: {allowed})"
+    if error.validator == "enum":
+        return f"{_field(error)}: {error.instance!r} is not allowed (allowed: {', '.join(map(str, error.validator_value))})"
+    return f"{_field(error)}: {error.message}" + _hint(error.instance)
+
+
+def _field(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def _hint(instance: Any) -> str:
+    if isinstance(instance, str) and _FLOAT_STRING.match(instance):
+        return f" (YAML reads {instance} as a string: write it with a decimal point, e.g. {float(instance):.1e})"
+    return ""
+
+
+def _allowed(subschema: Mapping[str, Any]) -> str:
+    names = []
+    for option in subschema.get("oneOf", subschema.get("anyOf", [])):
+        ref = option.get("$ref", "")
+        if ref:
+            names.append(ref.rsplit("/", 1)[-1].replace("_", " "))
+        elif option.get("type") == "array":
+            names.append("a non-empty list of unique values")
+        else:
+            bounds = [f"{k} {option[k]}" for k in ("minimum", "maximum", "exclusiveMinimum") if k in option]
+            names.append(option.get("type", "value") + (f" ({', '.join(bounds)})" if bounds else ""))
+    return " or ".join(names)
+
+
+def _apply_defaults(instance: Any, subschema: Mapping[str, Any], root: Mapping[str, Any]) -> None:
+    """Fill ``default`` values of object properties, recursively (through $ref)."""
+    if "$ref" in subschema:
+        subschema = root["definitions"][subschema["$ref"].rsplit("/", 1)[-1]]
+    if not isinstance(instance, dict):
+        return
+    for key, prop in subschema.get("properties", {}).items():
+        if key not in instance and "default" in prop:
+            instance[key] = copy.deepcopy(prop["default"])
+        if key in instance:
+            _apply_defaults(instance[key], prop, root)
+    extra = subschema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in subschema.get("properties", {}):
+                _apply_defaults(value, extra, root)
+
+
+def validate(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` and return a copy with defaults filled in.
+
+    Raises :class:`ConfigError` listing every violation, each naming its field.
+    """
+    root = schema()
+    validator = jsonschema.Draft7Validator(root)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    problems = [_describe(e) for e in errors]
+    if problems:
+        raise ConfigError(problems)
+    resolved = copy.deepcopy(dict(config))
+    _apply_defaults(resolved, root, root)
+    problems = _semantic_problems(resolved)
+    if problems:
+        raise ConfigError(problems)
+    return resolved
+
+
+def _semantic_problems(config: Mapping[str, Any]) -> list[str]:
+    """Rules a JSON schema cannot state."""
+    problems = []
+    for name, experiment in config["experiments"].items():
+        field = f"experiments.{name}"
+        parameters = experiment["parameters"]
+        if "parametrization" in parameters:
+            for key, symbol, _ in SCALED:
+                value = parameters.get(key)
+                if value is not None and not isinstance(value, dict):
+                    problems.append(
+                        f"{field}.parameters.{key}: with a parametrization, give only its prefactor "
+                        f"as {{prefactor: ...}} (the exponent {symbol} comes from the parametrization)"
+                    )
+                elif isinstance(value, dict) and "exponent" in value:
+                    problems.append(
+                        f"{field}.parameters.{key}.exponent: conflicts with parameters.parametrization; "
+                        "remove one of them"
+                    )
+        time = experiment["time"]
+        if time.get("spacing") == "log" and "start" not in time:
+            problems.append(f"{field}.time.start: a log time grid needs its first nonzero time")
+        if "start" in time and time["start"] >= time["stop"]:
+            problems.append(f"{field}.time.start: must be smaller than time.stop ({time['stop']})")
+        if experiment["solver"] != "flow" and experiment["dt"] > 0 and time["stop"] / experiment["dt"] > 1e7:
+            problems.append(f"{field}.dt: time.stop / dt exceeds 10^7 steps; use a larger dt or a shorter horizon")
+        if experiment["solver"] == "explicit":
+            widths = np.atleast_1d(parameters["width"])
+            if widths.max() > EXPLICIT_MAX_WIDTH:
+                problems.append(
+                    f"{field}.parameters.width: the explicit solver stores width-d vectors; "
+                    f"widths above {EXPLICIT_MAX_WIDTH} need solver flow or gd"
+                )
+    comparison = config.get("figures", {}).get("solver_comparison")
+    if comparison:
+        for index, experiment in enumerate(comparison["experiments"]):
+            if experiment not in config["experiments"]:
+                problems.append(
+                    f"figures.solver_comparison.experiments.{index}: unknown experiment {experiment!r} "
+                    f"(known: {', '.join(config['experiments'])})"
+                )
+    return problems
+
+
+def load(source: str | TextIO) -> dict[str, Any]:
+    """Read, validate and resolve a configuration file (a path or an open text stream)."""
+    if isinstance(source, str):
+        with open(source) as handle:
+            config = yaml.safe_load(handle)
+    else:
+        config = yaml.safe_load(source)
+    if not isinstance(config, dict):
+        raise ConfigError([f"(top level): {getattr(source, 'name', source)} does not hold a mapping"])
+    return validate(config)
+
+
+def experiment_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A stand-alone resolved configuration holding only experiment ``name``."""
+    if name not in config["experiments"]:
+        raise ConfigError([f"experiments.{name}: no such experiment (known: {', '.join(config['experiments'])})"])
+    single = {key: value for key, value in config.items() if key not in ("experiments", "figures")}
+    single["experiments"] = {name: config["experiments"][name]}
+    return copy.deepcopy(single)
+
+
+# ---------------------------------------------------------------------------
+# the grid of an experiment
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Grid dimensions in order, with the values each takes."""
+
+    dims: tuple[str, ...]
+    values: tuple[tuple[Any, ...], ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(v) for v in self.values)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=int))
+
+    def point(self, index: int) -> dict[str, Any]:
+        """Values of every dimension at flat (C-order) grid index ``index``."""
+        position = np.unravel_index(index, self.shape) if self.dims else ()
+        return {dim: values[i] for dim, values, i in zip(self.dims, self.values, position)}
+
+    def to_json(self) -> str:
+        return json.dumps({"dims": list(self.dims), "values": [list(v) for v in self.values]})
+
+    @classmethod
+    def from_json(cls, text: str) -> Grid:
+        data = json.loads(text)
+        return cls(tuple(data["dims"]), tuple(tuple(v) for v in data["values"]))
+
+
+def _as_sweep(value: Any) -> tuple[Any, ...] | None:
+    return tuple(value) if isinstance(value, list) else None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A resolved experiment: solver settings, time grid and hyperparameter grid."""
+
+    name: str
+    solver: str
+    dt: float
+    seeds: int
+    init: str
+    chunks: int
+    times: tuple[float, ...]
+    parameters: Mapping[str, Any]
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], name: str) -> Experiment:
+        spec = config["experiments"][name]
+        time = spec["time"]
+        if time.get("spacing", "linear") == "log":
+            times = np.concatenate([[0.0], np.geomspace(time["start"], time["stop"], time["num"] - 1)])
+        else:
+            times = np.linspace(0.0, time["stop"], time["num"])
+        default_chunks = config.get("simulation", {}).get("chunks", 4)
+        return cls(
+            name=name,
+            solver=spec["solver"],
+            dt=float(spec["dt"]) if spec["solver"] != "flow" else 0.0,
+            seeds=spec["seeds"],
+            # The explicit solver evolves the vectors, so it always starts from them.
+            init="vectors" if spec["solver"] == "explicit" else spec["init"],
+            chunks=spec.get("chunks", default_chunks),
+            times=tuple(float(t) for t in times),
+            parameters=spec["parameters"],
+        )
+
+    @functools.cached_property
+    def grid(self) -> Grid:
+        dims: list[tuple[str, tuple[Any, ...]]] = []
+        for key, value in self.parameters.items():
+            if isinstance(value, dict):
+                for part, dim in (("prefactor", f"{key}0"), ("exponent", dict((n, s) for n, s, _ in SCALED)[key])):
+                    sweep = _as_sweep(value.get(part))
+                    if sweep is not None:
+                        dims.append((dim, sweep))
+            else:
+                sweep = _as_sweep(value)
+                if sweep is not None:
+                    dims.append((key, sweep))
+        return Grid(tuple(d for d, _ in dims), tuple(v for _, v in dims))
+
+    @property
+    def n_chunks(self) -> int:
+        """Simulation jobs: as configured, but never more than grid points."""
+        return max(1, min(self.chunks, self.grid.size))
+
+    def chunk_points(self, chunk: int, chunks: int) -> list[int]:
+        """Flat grid indices of chunk ``chunk`` of ``chunks`` (interleaved, to balance widths)."""
+        if not 0 <= chunk < chunks:
+            raise ValueError(f"chunk {chunk} is not in 0..{chunks - 1}")
+        return list(range(chunk, self.grid.size, chunks))
+
+    def hyperparameters(self, index: int) -> dict[str, Any]:
+        """Every hyperparameter value at flat grid index ``index`` (exponents included)."""
+        point = self.grid.point(index)
+        parameters = self.parameters
+
+        def pick(dim: str, value: Any) -> Any:
+            return point[dim] if isinstance(value, list) else value
+
+        width = int(pick("width", parameters["width"]))
+        parametrization = pick("parametrization", parameters.get("parametrization"))
+        values: dict[str, Any] = {"width": width}
+        for (key, symbol, default), preset in zip(
+            SCALED, PARAMETRIZATIONS[parametrization] if parametrization else (0.0,) * 5
+        ):
+            value = parameters.get(key, {} if parametrization else default)
+            if isinstance(value, dict):
+                prefactor = pick(f"{key}0", value["prefactor"]) if "prefactor" in value else default
+                exponent = pick(symbol, value["exponent"]) if "exponent" in value else preset
+                values[key] = float(prefactor) * float(width) ** (-float(exponent))
+                values[symbol] = float(exponent)
+            else:
+                values[key] = float(pick(key, value))
+                values[symbol] = 0.0
+        for key, default in PLAIN:
+            values[key] = float(pick(key, parameters.get(key, default)))
+        return values
+
+
+def experiments(config: Mapping[str, Any]) -> Iterator[Experiment]:
+    """All experiments of a resolved configuration."""
+    for name in config["experiments"]:
+        yield Experiment.from_config(config, name)
+
+
+def init_seed_key(hyperparameters: Mapping[str, Any], init: str) -> int:
+    """Entropy for the random initial state of a grid point.
+
+    It hashes what the initial distribution depends on (width, sigma_u,
+    sigma_w, rho and the sampling method), so grid points that differ only in
+    learning rates, output scale or target start from the same draws (common
+    random numbers), and a point's draws never depend on chunking or order.
+    """
+    key = {name: hyperparameters[name] for name in ("width", "sigma_u", "sigma_w", "rho")}
+    canonical = json.dumps({**{k: repr(v) for k, v in key.items()}, "init": init}, sort_keys=True)
+    return int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:16], "little")
+
+
+def rng_for(hyperparameters: Mapping[str, Any], init: str, seed: int) -> np.random.Generator:
+    """The generator of run ``seed`` at a grid point (numpy SeedSequence keyed by point and seed)."""
+    return np.random.default_rng(np.random.SeedSequence([init_seed_key(hyperparameters, init), seed]))
+

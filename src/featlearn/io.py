@@ -1,0 +1,158 @@
+"""All file input/output of featlearn: netCDF datasets, figures, JSON and YAML.
+
+Every writer goes through :func:`atomic_path`: the file is written under a
+temporary name in the destination folder and renamed into place, so a killed
+run never leaves a half-written file under a final name (``os.replace`` is
+atomic on POSIX file systems).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+import yaml
+
+from featlearn import __version__
+
+CONVENTIONS = "CF-1.10"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def git_commit() -> str:
+    """Commit of the featlearn source tree, with ``-dirty`` when it has local changes.
+
+    ``"unknown"`` outside a git checkout (for example an installed wheel).
+    """
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def config_sha256(config: Mapping[str, Any]) -> str:
+    """SHA-256 of a configuration in canonical JSON form (sorted keys)."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def utc_now() -> str:
+    """The current UTC time in ISO 8601 (seconds)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance_attrs(title: str, solver: str, config: Mapping[str, Any] | None) -> dict[str, str]:
+    """The global attributes every featlearn netCDF file carries (data contract)."""
+    return {
+        "title": title,
+        "Conventions": CONVENTIONS,
+        "featlearn_version": __version__,
+        "git_commit": git_commit(),
+        "config_sha256": config_sha256(config) if config is not None else "none",
+        "created": utc_now(),
+        "solver": solver,
+    }
+
+
+def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """zlib-compress float and int data variables; keep booleans and strings as they are."""
+    encoding: dict[str, dict[str, Any]] = {}
+    for name, var in ds.variables.items():
+        if var.dtype.kind in "fiu" and var.ndim > 0:
+            encoding[name] = {"zlib": True, "complevel": 4}
+    return encoding
+
+
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
+    """Write ``ds`` to ``path`` (netCDF4) atomically; return the final path."""
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=_encoding(ds))
+    return Path(path)
+
+
+def read_netcdf(path: str | os.PathLike[str], *, lazy: bool = False) -> xr.Dataset:
+    """Open a featlearn netCDF file.
+
+    With ``lazy=True`` the variables are dask arrays (one chunk per file by
+    default) so analyses can stream grids larger than memory; otherwise the
+    data are loaded and the file is closed.
+    """
+    if lazy:
+        return xr.open_dataset(path, engine="netcdf4", chunks={})
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        return ds.load()
+
+
+def write_json(data: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` as indented JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    return Path(path)
+
+
+def write_yaml(data: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` as YAML atomically (keys in insertion order)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    return Path(path)
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Read a YAML (or JSON) file."""
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def save_figure(figure: Any, path: str | os.PathLike[str]) -> list[Path]:
+    """Save a matplotlib figure as ``path`` (PNG) and the sibling ``.pdf``, atomically.
+
+    Returns the written paths. The PDF's creation date is fixed so reruns of
+    an unchanged figure differ only where the drawing differs.
+    """
+    png = Path(path).with_suffix(".png")
+    written = []
+    for target, kwargs in (
+        (png, {"dpi": 150}),
+        (png.with_suffix(".pdf"), {"metadata": {"CreationDate": None}}),
+    ):
+        with atomic_path(target) as tmp:
+            figure.savefig(tmp, format=target.suffix[1:], bbox_inches="tight", **kwargs)
+        written.append(target)
+    return written

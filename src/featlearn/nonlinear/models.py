@@ -1,0 +1,149 @@
+"""Fully connected networks whose runs of a sweep are trained together.
+
+A network with layer sizes ``n_0, ..., n_L`` has trainable matrices
+``theta_l`` of shape ``(n_l, n_{l-1})`` and effective weights
+``W_l = m_l * theta_l``; it computes ``h_l = phi(W_l h_{l-1})`` for hidden
+layers and ``f = W_L h_{L-1}`` (no biases, so a linear 2-layer network with
+scalar input and output *is* the solvable model of SPEC section 1 with
+``kappa = m_1 m_2``, ``u = theta_2``, ``w = theta_1``). Gradient descent acts on
+``theta_l`` with the learning rate ``lr * e_l``.
+
+The parametrization fixes the multiplier ``m_l``, the initial standard
+deviation ``s_l`` of ``theta_l`` (times the init-scale multiplier) and the
+learning-rate multiplier ``e_l`` (``fan_in`` is ``n_{l-1}``, ``n`` the width):
+
+============  ===========================  ===============  ======
+name          m_l                          s_l              e_l
+============  ===========================  ===============  ======
+standard      1                            1/sqrt(fan_in)   1
+ntk           1/sqrt(fan_in)               1                1
+mean_field    1/sqrt(fan_in); 1/n at L     1                n
+============  ===========================  ===============  ======
+
+``mean_field`` is muP written in its NTK-like form (Yang & Hu 2021, the
+output multiplier is 1/n instead of 1/sqrt(n) and the learning rate grows
+like the width); for two layers it is the mean-field network
+``f = (1/n) sum_i a_i phi(w_i . x / sqrt(d))`` and matches the SPEC's
+mean-field row ``(a, c) = (1, -1)``.
+
+Every tensor carries a leading *run* dimension ``R``: the runs of a sweep that
+share the architecture (same depth, widths and activation) are stacked and
+trained with batched matrix products; runs never interact, so each run's
+gradient is the gradient of the summed loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "linear": lambda z: z,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "swish": F.silu,
+    "leaky_relu": partial(F.leaky_relu, negative_slope=0.01),
+}
+
+PARAMETRIZATIONS = ("standard", "ntk", "mean_field")
+
+
+@dataclass(frozen=True)
+class LayerScaling:
+    """Per-layer multiplier ``m``, initial std ``s`` and learning-rate multiplier ``e``."""
+
+    multiplier: np.ndarray
+    init_std: np.ndarray
+    lr_multiplier: np.ndarray
+
+
+def layer_scaling(parametrization: str, layer_sizes: Sequence[int]) -> LayerScaling:
+    """The :class:`LayerScaling` of ``parametrization`` for ``layer_sizes = (n_0, ..., n_L)``."""
+    fan_in = np.asarray(layer_sizes[:-1], dtype=float)
+    width = float(max(layer_sizes[1:-1], default=layer_sizes[0]))
+    ones = np.ones_like(fan_in)
+    if parametrization == "standard":
+        return LayerScaling(ones, 1.0 / np.sqrt(fan_in), ones)
+    if parametrization == "ntk":
+        return LayerScaling(1.0 / np.sqrt(fan_in), ones, ones)
+    if parametrization == "mean_field":
+        multiplier = 1.0 / np.sqrt(fan_in)
+        multiplier[-1] = 1.0 / fan_in[-1]
+        return LayerScaling(multiplier, ones, width * ones)
+    raise ValueError(f"unknown parametrization {parametrization!r}; expected one of {PARAMETRIZATIONS}")
+
+
+@dataclass
+class BatchedFCN:
+    """``R`` independent fully connected networks of identical shape.
+
+    ``weights[l]`` is ``theta_{l+1}`` with shape ``(R, n_{l+1}, n_l)``;
+    ``multipliers`` has shape ``(R, L)``.
+    """
+
+    weights: list[torch.Tensor]
+    multipliers: torch.Tensor
+    activation: str
+
+    @property
+    def depth(self) -> int:
+        return len(self.weights)
+
+    def effective_weights(self) -> list[torch.Tensor]:
+        """``W_l = m_l theta_l`` for every layer, each ``(R, n_l, n_{l-1})``."""
+        return [m[:, None, None] * w for m, w in zip(self.multipliers.T, self.weights)]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs ``(R, N, n_L)`` for inputs ``x`` of shape ``(N, n_0)`` or ``(R, N, n_0)``."""
+        phi = ACTIVATIONS[self.activation]
+        h = x
+        for layer, w in enumerate(self.effective_weights()):
+            z = torch.matmul(h, w.transpose(1, 2))
+            h = z if layer == self.depth - 1 else phi(z)
+        return h
+
+
+def init_network(
+    layer_sizes: Sequence[int],
+    activation: str,
+    scalings: Sequence[LayerScaling],
+    init_scales: Sequence[float],
+    generators: Sequence[torch.Generator],
+    *,
+    init_correlation: float = 0.0,
+    init_direction: np.ndarray | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> BatchedFCN:
+    """Draw ``R = len(generators)`` networks, run ``r`` from ``generators[r]`` only.
+
+    ``theta_l ~ N(0, (init_scale * s_l)^2)`` entrywise. With
+    ``init_correlation = rho != 0`` (two-layer networks only) the readout is
+    correlated with the features along ``init_direction`` (an
+    ``(n_L, n_0)`` matrix with unit rows): ``theta_2 = s_2 (rho g +
+    sqrt(1 - rho^2) xi)`` with ``g = init_direction theta_1^T / s_1``, the
+    per-unit analogue of the SPEC's correlated start; for scalar input and
+    output it is exactly that start, and it makes the initial output coherent.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+    depth = len(layer_sizes) - 1
+    if init_correlation != 0.0 and (depth != 2 or init_direction is None):
+        raise ValueError("init_correlation needs a two-layer network and a dataset with an init_direction")
+    shapes = [(layer_sizes[l + 1], layer_sizes[l]) for l in range(depth)]
+    runs = []
+    for scaling, scale, generator in zip(scalings, init_scales, generators):
+        std = scale * scaling.init_std
+        normals = [torch.randn(shape, generator=generator, dtype=torch.float64) for shape in shapes]
+        if init_correlation != 0.0:
+            direction = torch.as_tensor(init_direction, dtype=torch.float64)
+            projection = direction @ normals[0].T
+            normals[1] = init_correlation * projection + np.sqrt(1.0 - init_correlation**2) * normals[1]
+        runs.append([s * z for s, z in zip(std, normals)])
+    weights = [torch.stack([run[l] for run in runs]).to(dtype) for l in range(depth)]
+    multipliers = torch.as_tensor(np.stack([s.multiplier for s in scalings]), dtype=dtype)
+    return BatchedFCN(weights, multipliers, activation)

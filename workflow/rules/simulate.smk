@@ -1,0 +1,87 @@
+# Simulation stage (featlearn.config, featlearn.simulate): resolve -> simulate chunks -> merge,
+# and the first figure, exact flow vs GD vs explicit.
+
+EXPERIMENTS = {name: featlearn_config.Experiment.from_config(CONFIG, name) for name in CONFIG["experiments"]}
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS) or "^$",
+    chunk=r"\d+",
+    chunks=r"\d+",
+
+
+def chunk_files(wildcards):
+    n = EXPERIMENTS[wildcards.experiment].n_chunks
+    return [f"results/{wildcards.experiment}/chunks/{i}-of-{n}.nc" for i in range(n)]
+
+
+rule resolve_experiment:
+    # Writes the experiment's resolved configuration; reruns only when that experiment's
+    # section changes, so editing one experiment reruns only its chain.
+    output:
+        "results/{experiment}/config.yaml",
+    params:
+        resolved=lambda w: as_json(featlearn_config.experiment_config(CONFIG, w.experiment)),
+        code=code_version("featlearn.config"),
+    log:
+        "logs/resolve_experiment/{experiment}.log",
+    shell:
+        "echo {params.resolved:q} | {FEATLEARN} validate - --experiment {wildcards.experiment} "
+        "--output {output} 2> {log}"
+
+
+rule simulate:
+    input:
+        "results/{experiment}/config.yaml",
+    output:
+        "results/{experiment}/chunks/{chunk}-of-{chunks}.nc",
+    params:
+        code=code_version("featlearn.simulate"),
+    log:
+        "logs/simulate/{experiment}/{chunk}-of-{chunks}.log",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "{FEATLEARN} simulate {input} --experiment {wildcards.experiment} "
+        "--chunk {wildcards.chunk} --chunks {wildcards.chunks} --output {output} 2> {log}"
+
+
+rule merge:
+    input:
+        chunk_files,
+    output:
+        "results/{experiment}/trajectories.nc",
+    params:
+        code=code_version("featlearn.simulate"),
+    log:
+        "logs/merge/{experiment}.log",
+    shell:
+        "{FEATLEARN} merge {input} --output {output} 2> {log}"
+
+
+ALL_TARGETS.extend(f"results/{name}/trajectories.nc" for name in EXPERIMENTS)
+
+if "solver_comparison" in CONFIG["figures"]:
+    SOLVER_COMPARISON = CONFIG["figures"]["solver_comparison"]
+
+    rule figure_solver_comparison:
+        input:
+            [f"results/{name}/trajectories.nc" for name in SOLVER_COMPARISON["experiments"]],
+        output:
+            png=report(
+                "results/figures/solver_comparison.png",
+                caption="../report/solver_comparison.rst",
+                category="Simulation",
+            ),
+            pdf="results/figures/solver_comparison.pdf",
+        params:
+            options=as_json({"seed": SOLVER_COMPARISON["seed"]}),
+            code=code_version("featlearn.figures.simulation"),
+        log:
+            "logs/figures/solver_comparison.log",
+        shell:
+            "{FEATLEARN} figure solver_comparison {input} --output {output.png} "
+            "--options {params.options:q} 2> {log}"
+
+    ALL_TARGETS.append("results/figures/solver_comparison.png")
