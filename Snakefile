@@ -10,6 +10,12 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+
+# Jobs find the featlearn command through PATH (see workflow/rules/common.smk).
+envvars:
+    "PATH",
+
+
 # --configfile replaces the default configuration instead of being merged into it,
 # so a smaller configuration really runs only its own experiments.
 if not config:

@@ -58,7 +58,10 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        if len(problems) == 1:
+            super().__init__(f"invalid configuration: {problems[0]}")
+        else:
+            super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 @functools.cache
@@ -82,12 +85,20 @@ def _describe(error: jsonschema.ValidationError) -> str:
         deepest = max(error.context, key=lambda e: (len(e.absolute_path), -len(e.schema_path)))
         if len(deepest.absolute_path) > len(error.absolute_path):
             return _describe(deepest)
+        # A single alternative of the right type names the bound that was broken.
+        right_type = [e for e in error.context if e.validator != "type" and e.absolute_path == error.absolute_path]
+        if len(right_type) == 1:
+            return _describe(right_type[0])
         return f"{_field(error)}: {error.instance!r} is not a valid value (allowed: {_allowed(error.schema)})" + _hint(
             error.instance
         )
     if error.validator == "additionalProperties":
         allowed = ", ".join(sorted(error.schema.get("properties", {}))) or "none"
         return f"{_field(error)}: {error.message} (allowed keys: {allowed})"
+    if error.validator == "required":
+        missing = [name for name in error.validator_value if name not in error.instance]
+        prefix = "" if not error.absolute_path else _field(error) + "."
+        return "; ".join(f"{prefix}{name}: required but missing" for name in missing)
     if error.validator == "enum":
         return f"{_field(error)}: {error.instance!r} is not allowed (allowed: {', '.join(map(str, error.validator_value))})"
     return f"{_field(error)}: {error.message}" + _hint(error.instance)
@@ -99,7 +110,11 @@ def _field(error: jsonschema.ValidationError) -> str:
 
 def _hint(instance: Any) -> str:
     if isinstance(instance, str) and _FLOAT_STRING.match(instance):
-        return f" (YAML reads {instance} as a string: write it with a decimal point, e.g. {float(instance):.1e})"
+        # YAML 1.1 floats need a decimal point and a signed exponent: 1e-3 -> 1.0e-3, 2e3 -> 2.0e+3.
+        mantissa, exponent = instance.lower().split("e")
+        mantissa = mantissa if "." in mantissa else mantissa + ".0"
+        exponent = exponent if exponent[0] in "+-" else "+" + exponent
+        return f" (YAML reads {instance} as a string: write it as {mantissa}e{exponent})"
     return ""
 
 
@@ -309,6 +324,11 @@ class Experiment:
     def n_chunks(self) -> int:
         """Simulation jobs: as configured, but never more than grid points."""
         return max(1, min(self.chunks, self.grid.size))
+
+    def chunk_files(self, results: str) -> list[str]:
+        """Paths of this experiment's simulation chunks under the results folder."""
+        n = self.n_chunks
+        return [f"{results}/{self.name}/chunks/{i}-of-{n}.nc" for i in range(n)]
 
     def chunk_points(self, chunk: int, chunks: int) -> list[int]:
         """Flat grid indices of chunk ``chunk`` of ``chunks`` (interleaved, to balance widths)."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -91,3 +93,8 @@ def code_version(*modules: str) -> str:
             raise ValueError(f"no Python source for module {name!r}")
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def as_json(value: Any) -> str:
+    """A configuration section as canonical JSON: a builtin-typed, order-independent param."""
+    return json.dumps(value, sort_keys=True)

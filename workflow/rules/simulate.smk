@@ -10,11 +10,6 @@ wildcard_constraints:
     chunks=r"\d+",
 
 
-def chunk_files(wildcards):
-    n = EXPERIMENTS[wildcards.experiment].n_chunks
-    return [f"results/{wildcards.experiment}/chunks/{i}-of-{n}.nc" for i in range(n)]
-
-
 rule resolve_experiment:
     # Writes the experiment's resolved configuration; reruns only when that experiment's
     # section changes, so editing one experiment reruns only its chain.
@@ -23,10 +18,12 @@ rule resolve_experiment:
     params:
         resolved=lambda w: as_json(featlearn_config.experiment_config(CONFIG, w.experiment)),
         code=code_version("featlearn.config"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/resolve_experiment/{experiment}.log",
     shell:
-        "echo {params.resolved:q} | {FEATLEARN} validate - --experiment {wildcards.experiment} "
+        "echo {params.resolved:q} | featlearn validate - --experiment {wildcards.experiment} "
         "--output {output} 2> {log}"
 
 
@@ -37,27 +34,31 @@ rule simulate:
         "results/{experiment}/chunks/{chunk}-of-{chunks}.nc",
     params:
         code=code_version("featlearn.simulate"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/simulate/{experiment}/{chunk}-of-{chunks}.log",
     resources:
         mem_mb=2000,
         runtime=30,
     shell:
-        "{FEATLEARN} simulate {input} --experiment {wildcards.experiment} "
+        "featlearn simulate {input} --experiment {wildcards.experiment} "
         "--chunk {wildcards.chunk} --chunks {wildcards.chunks} --output {output} 2> {log}"
 
 
 rule merge:
     input:
-        chunk_files,
+        lambda w: EXPERIMENTS[w.experiment].chunk_files("results"),
     output:
         "results/{experiment}/trajectories.nc",
     params:
         code=code_version("featlearn.simulate"),
+    conda:
+        "../../environment.yml"
     log:
         "logs/merge/{experiment}.log",
     shell:
-        "{FEATLEARN} merge {input} --output {output} 2> {log}"
+        "featlearn merge {input} --output {output} 2> {log}"
 
 
 ALL_TARGETS.extend(f"results/{name}/trajectories.nc" for name in EXPERIMENTS)
@@ -78,10 +79,12 @@ if "solver_comparison" in CONFIG["figures"]:
         params:
             options=as_json({"seed": SOLVER_COMPARISON["seed"]}),
             code=code_version("featlearn.figures.simulation"),
+        conda:
+            "../../environment.yml"
         log:
             "logs/figures/solver_comparison.log",
         shell:
-            "{FEATLEARN} figure solver_comparison {input} --output {output.png} "
+            "featlearn figure solver_comparison {input} --output {output.png} "
             "--options {params.options:q} 2> {log}"
 
     ALL_TARGETS.append("results/figures/solver_comparison.png")
