@@ -7,7 +7,7 @@ CORES ?= 2
 CONFIG ?= config/config.yaml
 SNAKEMAKE := $(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES)
 
-.PHONY: install reproduce smoke test bench clean
+.PHONY: install reproduce report archive smoke test bench clean
 
 # (Re)create the virtual environment when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -18,9 +18,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Run the whole default pipeline: every dataset and figure.
+## Run the whole default pipeline: every dataset and figure, then the report and the verified archive.
 reproduce: $(STAMP)
 	$(SNAKEMAKE) --configfile $(CONFIG)
+	$(MAKE) report archive CONFIG=$(CONFIG)
+
+## The HTML report of the last run: every figure with its caption, and the configuration.
+report: $(STAMP)
+	$(SNAKEMAKE) --configfile $(CONFIG) --report results/report.html
+
+## Pack results/ (report included) into results/featlearn-archive.tar.gz and verify it.
+## Forced: the report is not an input of the rule, so Snakemake cannot see it change.
+archive: $(STAMP)
+	$(SNAKEMAKE) archive --forcerun archive --configfile $(CONFIG)
+	$(BIN)/featlearn verify results/featlearn-archive.tar.gz
 
 ## The tiny version of every experiment (under 3 minutes).
 smoke: $(STAMP)

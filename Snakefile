@@ -23,8 +23,17 @@ if not config:
     configfile: "config/config.yaml"
 
 
+# The report (`snakemake --report results/report.html`): this description with the
+# configuration, then every figure with its caption.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
+include: "workflow/rules/phases.smk"
+include: "workflow/rules/mechanisms.smk"
+include: "workflow/rules/nonlinear.smk"
+include: "workflow/rules/archive.smk"
 
 
 rule all:

@@ -8,17 +8,29 @@ of prefactors or exponents are grid dimensions too (named ``kappa0`` /
 ``eta_w0`` / ``c_w``). A ``parametrization`` (one name or a list, itself a
 dimension) sets the five exponents at once. The grid is the Cartesian product
 of all dimensions, in the order they appear in the configuration.
+
+Derived values: a prefactor or exponent may also be a string, an arithmetic
+expression (numbers, ``+ - * / **``, parentheses, ``min``, ``max``, ``abs``)
+of the grid dimensions, of ``width`` and of the exponents and prefactors set
+before it in the order kappa, sigma_u, sigma_w, eta_u, eta_w. An experiment's
+``axes`` declares extra grid dimensions that only such expressions use, so a
+plane of the phase diagram can be swept along any direction, for example
+``b_w: "b_u"`` (balanced init) or ``c_u: "-a + max(1 - a - 2 * b_u, 0)"`` (the
+largest stable learning-rate scaling); see ``docs/phases.md``.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import functools
+import operator
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TextIO
 
@@ -169,12 +181,91 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+def _expression_problems(field: str, experiment: Mapping[str, Any]) -> list[str]:
+    """Derived-value expressions must parse and read only names defined before them; axes must be used."""
+    problems = []
+    parameters = experiment["parameters"]
+    axes = experiment.get("axes", {})
+    sweeps = {dim for dim in Experiment("", "flow", 0.0, 1, "gram", 1, (), parameters).grid.dims}
+    for axis in axes:
+        if axis in sweeps or axis in (*HYPERPARAMETERS, *EXPONENTS, "parametrization", "seed", "time", "point"):
+            problems.append(f"{field}.axes.{axis}: clashes with a hyperparameter or dimension name")
+    known = {"width", *axes, *sweeps}
+    used: set[str] = set()
+    for key, symbol, _ in SCALED:
+        value = parameters.get(key)
+        for part, name in (("prefactor", f"{key}0"), ("exponent", symbol)):
+            expression = value.get(part) if isinstance(value, dict) else None
+            if isinstance(expression, str):
+                try:
+                    names = expression_names(expression)
+                except ValueError as error:
+                    problems.append(f"{field}.parameters.{key}.{part}: {error}")
+                    continue
+                used |= names
+                unknown = sorted(names - known)
+                if unknown:
+                    problems.append(
+                        f"{field}.parameters.{key}.{part}: {expression!r} reads {', '.join(unknown)}, not defined "
+                        f"before it (known: {', '.join(sorted(known))})"
+                    )
+        known |= {f"{key}0", symbol}
+    for axis in sorted(set(axes) - used):
+        problems.append(f"{field}.axes.{axis}: no prefactor or exponent expression reads this axis")
+    return problems
+
+
+#: Phase figures drawn from trajectories only; the others read the experiment's phases.nc.
+_PHASE_FIGURES_FROM_TRAJECTORIES = ("phases_kernel_change_map",)
+
+
+def _experiment_references(config: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """Every place that names an experiment: (field, name, the experiments it must be one of)."""
+    linear = config["experiments"]
+    for index, name in enumerate(config.get("figures", {}).get("solver_comparison", {}).get("experiments", [])):
+        yield f"figures.solver_comparison.experiments.{index}", name, linear
+    phases = config.get("phases", {})
+    for index, name in enumerate(phases.get("experiments", [])):
+        yield f"phases.experiments.{index}", name, linear
+    for figure, spec in phases.get("figures", {}).items():
+        yield f"phases.figures.{figure}.experiment", spec["experiment"], linear
+    mechanisms = config.get("mechanisms", {})
+    for key, spec in mechanisms.get("maps", {}).items():
+        yield f"mechanisms.maps.{key}.experiment", spec["experiment"], linear
+    for key, spec in mechanisms.get("trajectories", {}).get("panels", {}).items():
+        yield f"mechanisms.trajectories.panels.{key}.experiment", spec["experiment"], linear
+    if "width_scaling" in mechanisms:
+        yield "mechanisms.width_scaling.experiment", mechanisms["width_scaling"]["experiment"], linear
+    nonlinear = config.get("nonlinear", {})
+    for figure, names in nonlinear.get("figures", {}).items():
+        for index, name in enumerate([names] if isinstance(names, str) else names):
+            yield f"nonlinear.figures.{figure}.{index}", name, nonlinear.get("experiments", {})
+
+
+def _reference_problems(config: Mapping[str, Any]) -> list[str]:
+    """Names of experiments in analysis and figure sections must exist."""
+    problems = [
+        f"{field}: unknown experiment {name!r} (known: {', '.join(known) or 'none'})"
+        for field, name, known in _experiment_references(config)
+        if name not in known
+    ]
+    # Phase figures other than the kernel-change map read phases.nc: their experiment is classified.
+    phases = config.get("phases", {})
+    for figure, spec in phases.get("figures", {}).items():
+        name = spec["experiment"]
+        if figure not in _PHASE_FIGURES_FROM_TRAJECTORIES and name in config["experiments"]:
+            if name not in phases.get("experiments", []):
+                problems.append(f"phases.figures.{figure}.experiment: {name!r} must also be listed in phases.experiments")
+    return problems
+
+
 def _semantic_problems(config: Mapping[str, Any]) -> list[str]:
     """Rules a JSON schema cannot state."""
     problems = []
     for name, experiment in config["experiments"].items():
         field = f"experiments.{name}"
         parameters = experiment["parameters"]
+        problems.extend(_expression_problems(field, experiment))
         if "parametrization" in parameters:
             for key, symbol, _ in SCALED:
                 value = parameters.get(key)
@@ -202,19 +293,14 @@ def _semantic_problems(config: Mapping[str, Any]) -> list[str]:
                     f"{field}.parameters.width: the explicit solver stores width-d vectors; "
                     f"widths above {EXPLICIT_MAX_WIDTH} need solver flow or gd"
                 )
-    comparison = config.get("figures", {}).get("solver_comparison")
-    if comparison:
-        for index, experiment in enumerate(comparison["experiments"]):
-            if experiment not in config["experiments"]:
-                problems.append(
-                    f"figures.solver_comparison.experiments.{index}: unknown experiment {experiment!r} "
-                    f"(known: {', '.join(config['experiments'])})"
-                )
+    problems.extend(_reference_problems(config))
     return problems
 
 
 def load(source: str | TextIO) -> dict[str, Any]:
-    """Read, validate and resolve a configuration file (a path or an open text stream)."""
+    """Read, validate and resolve a configuration (a path, ``"-"`` for standard input, or a text stream)."""
+    if source == "-":
+        source = sys.stdin
     if isinstance(source, str):
         with open(source) as handle:
             config = yaml.safe_load(handle)
@@ -226,12 +312,71 @@ def load(source: str | TextIO) -> dict[str, Any]:
 
 
 def experiment_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """A stand-alone resolved configuration holding only experiment ``name``."""
+    """A stand-alone resolved configuration holding only experiment ``name``.
+
+    It keeps the ``simulation`` section and that one experiment, nothing else:
+    this is what the experiment's simulations depend on, so editing another
+    experiment or an analysis setting leaves it (and its hash) unchanged.
+    """
     if name not in config["experiments"]:
         raise ConfigError([f"experiments.{name}: no such experiment (known: {', '.join(config['experiments'])})"])
-    single = {key: value for key, value in config.items() if key not in ("experiments", "figures")}
-    single["experiments"] = {name: config["experiments"][name]}
-    return copy.deepcopy(single)
+    return copy.deepcopy({"simulation": config.get("simulation", {}), "experiments": {name: config["experiments"][name]}})
+
+
+# ---------------------------------------------------------------------------
+# derived values: arithmetic expressions of grid dimensions and earlier exponents
+
+_EXPRESSION_FUNCTIONS = {"min": min, "max": max, "abs": abs}
+_BINARY_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv, ast.Pow: operator.pow}
+_UNARY_OPERATORS = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_EXPRESSION_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Load, ast.Constant, ast.Call, *_BINARY_OPERATORS, *_UNARY_OPERATORS)
+
+
+@functools.cache
+def _parse_expression(expression: str) -> ast.Expression:
+    """Parse a derived-value expression; only arithmetic, numbers, names and min/max/abs pass."""
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as error:
+        raise ValueError(f"{expression!r} is not an arithmetic expression ({error.msg})") from None
+    for node in ast.walk(tree):
+        allowed = isinstance(node, _EXPRESSION_NODES)
+        if isinstance(node, ast.Constant):
+            allowed = isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+        elif isinstance(node, ast.Call):
+            allowed = isinstance(node.func, ast.Name) and node.func.id in _EXPRESSION_FUNCTIONS and not node.keywords
+        if not allowed:
+            raise ValueError(
+                f"{expression!r}: only numbers, names, + - * / **, parentheses and {', '.join(_EXPRESSION_FUNCTIONS)} "
+                f"are allowed (found {ast.unparse(node) if isinstance(node, ast.expr) else type(node).__name__})"
+            )
+    return tree
+
+
+def expression_names(expression: str) -> set[str]:
+    """The names a derived-value expression reads (raises ``ValueError`` if it is not one)."""
+    tree = _parse_expression(expression)
+    calls = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in calls}
+
+
+def evaluate_expression(expression: str, names: Mapping[str, float]) -> float:
+    """Value of a derived-value expression with ``names`` bound (``KeyError`` names a missing one)."""
+
+    def value(node: ast.expr) -> float:
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id not in names:
+                raise KeyError(f"{expression!r} reads {node.id!r}, which is not defined here")
+            return names[node.id]
+        if isinstance(node, ast.BinOp):
+            return _BINARY_OPERATORS[type(node.op)](value(node.left), value(node.right))
+        if isinstance(node, ast.UnaryOp):
+            return _UNARY_OPERATORS[type(node.op)](value(node.operand))
+        return _EXPRESSION_FUNCTIONS[node.func.id](*(value(arg) for arg in node.args))
+
+    return float(value(_parse_expression(expression).body))
 
 
 # ---------------------------------------------------------------------------
@@ -283,6 +428,8 @@ class Experiment:
     chunks: int
     times: tuple[float, ...]
     parameters: Mapping[str, Any]
+    #: Extra grid dimensions read only by derived-value expressions (name -> values).
+    axes: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], name: str) -> Experiment:
@@ -303,11 +450,13 @@ class Experiment:
             chunks=spec.get("chunks", default_chunks),
             times=tuple(float(t) for t in times),
             parameters=spec["parameters"],
+            axes=spec.get("axes", {}),
         )
 
     @functools.cached_property
     def grid(self) -> Grid:
-        dims: list[tuple[str, tuple[Any, ...]]] = []
+        # Declared axes come first, then the sweeps of the parameters.
+        dims: list[tuple[str, tuple[Any, ...]]] = [(name, tuple(values)) for name, values in self.axes.items()]
         for key, value in self.parameters.items():
             if isinstance(value, dict):
                 for part, dim in (("prefactor", f"{key}0"), ("exponent", dict((n, s) for n, s, _ in SCALED)[key])):
@@ -342,11 +491,16 @@ class Experiment:
         parameters = self.parameters
 
         def pick(dim: str, value: Any) -> Any:
+            if isinstance(value, str) and dim != "parametrization":
+                return evaluate_expression(value, known)
             return point[dim] if isinstance(value, list) else value
 
         width = int(pick("width", parameters["width"]))
         parametrization = pick("parametrization", parameters.get("parametrization"))
         values: dict[str, Any] = {"width": width}
+        # What derived-value expressions may read: grid dims, width, and earlier prefactors and exponents.
+        known: dict[str, float] = {"width": float(width)}
+        known.update({dim: value for dim, value in point.items() if dim != "parametrization"})
         for (key, symbol, default), preset in zip(
             SCALED, PARAMETRIZATIONS[parametrization] if parametrization else (0.0,) * 5
         ):
@@ -356,9 +510,11 @@ class Experiment:
                 exponent = pick(symbol, value["exponent"]) if "exponent" in value else preset
                 values[key] = float(prefactor) * float(width) ** (-float(exponent))
                 values[symbol] = float(exponent)
+                known.update({f"{key}0": float(prefactor), symbol: float(exponent)})
             else:
                 values[key] = float(pick(key, value))
                 values[symbol] = 0.0
+                known.update({f"{key}0": values[key], symbol: 0.0})
         for key, default in PLAIN:
             values[key] = float(pick(key, parameters.get(key, default)))
         return values

@@ -13,6 +13,7 @@ import ast
 import functools
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,30 @@ def _source_path(module: str) -> Path | None:
     return None
 
 
+def _module_level_nodes(tree: ast.Module) -> Iterator[ast.AST]:
+    """The nodes of ``tree`` outside function bodies: what runs when the module is imported."""
+    pending: list[ast.AST] = [tree]
+    while pending:
+        node = pending.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            pending.extend(ast.iter_child_nodes(node))
+
+
 @functools.cache
-def _direct_imports(module: str) -> frozenset[str]:
-    """featlearn modules imported by ``module`` (parents included, as Python runs their __init__)."""
+def _direct_imports(module: str, module_level_only: bool = False) -> frozenset[str]:
+    """featlearn modules imported by ``module`` (parents included, as Python runs their __init__).
+
+    With ``module_level_only``, only the imports that run when the module is
+    imported, not those inside functions.
+    """
     path = _source_path(module)
     if path is None:
         return frozenset()
     found: set[str] = set()
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in _module_level_nodes(tree) if module_level_only else ast.walk(tree):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -75,19 +91,31 @@ def module_closure(module: str) -> list[str]:
     return sorted(seen)
 
 
-#: Modules every rule runs through (their own source only: the CLI imports each
-#: stage lazily, and a stage's change must not rerun the other stages).
+#: Modules every rule runs through. The CLI imports each stage lazily, inside its
+#: handler, and a stage's change must not rerun the other stages: only what the
+#: entry points import at module level (e.g. featlearn.io, which writes every
+#: output) counts for every rule.
 ENTRY_POINTS = ("featlearn.cli", "featlearn.__main__")
+
+
+def entry_point_modules() -> set[str]:
+    """The entry points and every featlearn module they import at module level, transitively."""
+    found = set(ENTRY_POINTS)
+    for entry_point in ENTRY_POINTS:
+        for imported in _direct_imports(entry_point, module_level_only=True) - set(ENTRY_POINTS):
+            found.update(module_closure(imported))
+    return found
 
 
 def code_version(*modules: str) -> str:
     """Short SHA-256 of the sources a rule runs.
 
     That is ``modules``, everything they import from featlearn, and the
-    command-line entry points (without their lazy imports of other stages).
+    command-line entry points with their module-level imports (without their
+    lazy imports of other stages).
     """
     digest = hashlib.sha256()
-    for name in sorted({m for module in modules for m in module_closure(module)} | set(ENTRY_POINTS)):
+    for name in sorted({m for module in modules for m in module_closure(module)} | entry_point_modules()):
         path = _source_path(name)
         if path is None:
             raise ValueError(f"no Python source for module {name!r}")

@@ -38,6 +38,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     handle, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(handle)
     tmp = Path(tmp_name)
+    # mkstemp creates the file private (0600); results are shared data: use the usual umask mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, final)
@@ -92,11 +96,17 @@ def provenance_attrs(title: str, solver: str, config: Mapping[str, Any] | None) 
 
 
 def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    """zlib-compress float and int data variables; keep booleans and strings as they are."""
+    """zlib-compress float and int data variables; keep booleans and strings as they are.
+
+    Coordinate variables (named like their dimension) get no ``_FillValue``:
+    CF forbids missing values there, and xarray would add one to floats.
+    """
     encoding: dict[str, dict[str, Any]] = {}
     for name, var in ds.variables.items():
         if var.dtype.kind in "fiu" and var.ndim > 0:
             encoding[name] = {"zlib": True, "complevel": 4}
+        if var.dims == (name,) and var.dtype.kind == "f":
+            encoding.setdefault(name, {})["_FillValue"] = None
     return encoding
 
 

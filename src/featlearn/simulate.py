@@ -150,7 +150,12 @@ def simulate_chunk(
         name: (("point", "seed", "time"), value)
         for name, value in trajectory_observables(trajectory.gram, hyper).items()
     }
-    data_vars["diverged"] = (("point", "seed"), trajectory.diverged)
+    # A CF flag variable: its values are named by flag_values / flag_meanings.
+    data_vars["diverged"] = (
+        ("point", "seed"),
+        trajectory.diverged,
+        {"flag_values": np.array([0, 1], dtype=np.int8), "flag_meanings": "finite diverged"},
+    )
     coords: dict[str, Any] = {
         "point": ("point", np.array(indices, dtype=np.int64)),
         "seed": ("seed", np.arange(experiment.seeds, dtype=np.int64)),
@@ -198,7 +203,12 @@ def merge_chunks(parts: Sequence[xr.Dataset]) -> xr.Dataset:
     found = combined["point"].values
     if len(found) != grid.size or not np.array_equal(found, np.arange(grid.size)):
         missing = sorted(set(range(grid.size)) - set(found.tolist()))
-        raise ValueError(f"chunks do not cover the grid: {grid.size} points expected, missing {missing[:10]}")
+        points, counts = np.unique(found, return_counts=True)
+        repeated = points[counts > 1].tolist()
+        raise ValueError(
+            f"chunks do not cover the grid once: {grid.size} points expected, "
+            f"missing {missing[:10]}, repeated {repeated[:10]}"
+        )
 
     def on_grid(variable: xr.Variable) -> xr.Variable:
         if "point" not in variable.dims:

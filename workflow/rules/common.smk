@@ -13,7 +13,6 @@ CONFIG = featlearn_config.validate(config)
 # was started as .venv/bin/snakemake without activating the environment).
 SEARCH_PATH = os.environ["PATH"]
 os.environ["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{SEARCH_PATH}"
-FEATLEARN = "featlearn"  # transitional alias: write `featlearn ...` in shell commands
 
 # Every rule file appends the final outputs it contributes; `rule all` requests them.
 ALL_TARGETS = []

@@ -1,6 +1,8 @@
 # Simulation stage (featlearn.config, featlearn.simulate): resolve -> simulate chunks -> merge,
 # and the first figure, exact flow vs GD vs explicit.
 
+import json
+
 EXPERIMENTS = {name: featlearn_config.Experiment.from_config(CONFIG, name) for name in CONFIG["experiments"]}
 
 
@@ -16,7 +18,8 @@ rule resolve_experiment:
     output:
         "results/{experiment}/config.yaml",
     params:
-        resolved=lambda w: as_json(featlearn_config.experiment_config(CONFIG, w.experiment)),
+        # Not as_json: key order is the order of the grid's dimensions, so it must survive.
+        resolved=lambda w: json.dumps(featlearn_config.experiment_config(CONFIG, w.experiment)),
         code=code_version("featlearn.config"),
     conda:
         "../../environment.yml"

@@ -6,9 +6,7 @@ weights) and return one value per run (leading dimension ``R``).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-import xarray as xr
 from torch.func import jacrev, vmap
 
 from featlearn.nonlinear.models import ACTIVATIONS, BatchedFCN
@@ -86,33 +84,3 @@ def empirical_ntk(model: BatchedFCN, probe: torch.Tensor) -> torch.Tensor:
 def relative_change(current: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
     """``|K_t - K_0|_F / |K_0|_F`` per run for stacked matrices ``(R, n, n)``."""
     return torch.linalg.matrix_norm(current - initial) / torch.linalg.matrix_norm(initial)
-
-
-def mechanism_flags(ds: xr.Dataset, *, eps_c: float, eps_rho: float, eps_k: float) -> xr.Dataset:
-    """Per-layer mechanism flags of a nonlinear run (SPEC section 6 thresholds).
-
-    With ``delta_zeta = zeta(T) - zeta(0)`` and ``rho(T)`` per layer and the
-    final ``ntk_change``: a run is ``kernel`` when ``ntk_change < eps_k`` and
-    then carries no other flag; otherwise a layer shows ``alignment`` when
-    ``delta_zeta >= eps_c``, ``disalignment`` when ``delta_zeta <= -eps_c``,
-    ``rescaling`` when ``|rho(T)| >= eps_rho``. ``zeta`` is unsigned, so for the
-    linear model it is ``|cos|`` and ``delta_zeta`` equals the SPEC's
-    ``delta_c`` whenever ``cos`` keeps the target's sign.
-    """
-    final = ds.isel(step=-1)
-    delta_zeta = final["zeta"] - ds["zeta"].isel(step=0)
-    kernel = final["ntk_change"] < eps_k
-    feature = ~kernel
-    flags = xr.Dataset(
-        {
-            "kernel": kernel,
-            "alignment": feature & (delta_zeta >= eps_c),
-            "disalignment": feature & (delta_zeta <= -eps_c),
-            "rescaling": feature & (np.abs(final["rho"]) >= eps_rho),
-            "delta_zeta": delta_zeta,
-            "rho_final": final["rho"],
-            "ntk_change_final": final["ntk_change"],
-        }
-    )
-    flags.attrs.update(eps_c=eps_c, eps_rho=eps_rho, eps_K=eps_k)
-    return flags

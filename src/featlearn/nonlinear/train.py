@@ -37,6 +37,12 @@ from featlearn.nonlinear.models import BatchedFCN, init_network, layer_scaling
 SWEEP_DIMS = ("setting", "activation", "parametrization", "width", "init_scale")
 DEFAULT_SETTINGS = {"default": {"init_correlation": 0.0}}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: Largest activation tensor (elements) a stack of training runs builds (1 MB in float32).
+#: Stacking pays for small per-run tensors (minibatch SGD, widths of hundreds: 3-7x in
+#: benchmarks/bench_nonlinear.py) and not for large ones (width 10^4), which train alone.
+ELEMENT_BUDGET = 2**18
+#: Largest activation tensor of the (gradient-free) evaluation passes, a memory cap (16 MB).
+EVALUATION_BUDGET = 2**22
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,25 @@ def settings_of(spec: dict[str, Any]) -> dict[str, dict[str, float]]:
     return spec.get("settings") or DEFAULT_SETTINGS
 
 
+def spec_problems(spec: dict[str, Any]) -> list[str]:
+    """Combinations of an experiment spec that the schema cannot rule out, one line each."""
+    problems = []
+    dataset = spec["dataset"]
+    teacher = dataset["name"] == "teacher"
+    classification = not teacher or dataset["task"] == "classification"
+    if spec["loss"] == "cross_entropy" and not classification:
+        problems.append("loss: cross_entropy needs a classification dataset")
+    multipliers = spec.get("lr_multipliers")
+    if multipliers is not None and len(multipliers) != spec["depth"]:
+        problems.append(f"lr_multipliers: needs one value per layer ({spec['depth']}), got {len(multipliers)}")
+    for name, setting in settings_of(spec).items():
+        if setting.get("init_correlation", 0.0) != 0.0 and not (teacher and spec["depth"] == 2):
+            problems.append(f"settings.{name}.init_correlation: needs the teacher dataset and depth 2")
+        if "target_scale" in setting and not teacher:
+            problems.append(f"settings.{name}.target_scale: only the teacher dataset has a target scale")
+    return problems
+
+
 def grid(spec: dict[str, Any]) -> list[RunPoint]:
     """Every run of the experiment, in output order."""
     values = [list(settings_of(spec)), spec["activation"], spec["parametrization"], spec["width"], spec["init_scale"]]
@@ -91,7 +116,7 @@ def run_generator(spec: dict[str, Any], run: RunPoint) -> torch.Generator:
         "activation": run.activation,
         "parametrization": run.parametrization,
         "width": run.width,
-        "init_scale": run.init_scale,
+        "init_scale": float(run.init_scale),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).digest()
     words = np.frombuffer(digest[:16], dtype=np.uint32).tolist()
@@ -131,9 +156,8 @@ def per_run_loss(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> tor
 
 def linear_theory_applies(spec: dict[str, Any], dataset: Dataset) -> bool:
     """Whether the solvable model predicts the network: scalar regression, two layers, MSE."""
-    return (
-        dataset.task == "regression" and dataset.n_in == 1 and dataset.n_out == 1 and spec["depth"] == 2
-    ) and spec["loss"] == "mse"
+    scalar_regression = dataset.task == "regression" and dataset.n_in == 1 and dataset.n_out == 1
+    return scalar_regression and spec["depth"] == 2 and spec["loss"] == "mse"
 
 
 def linear_theory_zeta(model: BatchedFCN, dataset: Dataset, lr: torch.Tensor, steps: np.ndarray) -> np.ndarray:
@@ -200,14 +224,10 @@ def train_runs(
         records["zeta"].append(metrics.alignment(weights))
         records["rho"].append(metrics.rescaling(weights, initial_weights))
         records["ntk"].append(metrics.relative_change(metrics.empirical_ntk(model, probe), initial_ntk))
-        records["train"].append(per_run_loss(model(x_train), y_train, loss))
-        test_outputs = model(x_test)
-        records["test"].append(per_run_loss(test_outputs, y_test, loss))
-        if classification:
-            labels = torch.as_tensor(dataset.y_test)
-            records["acc"].append((test_outputs.argmax(-1) == labels).to(dtype).mean(-1))
-        else:
-            records["acc"].append(torch.full((len(runs),), float("nan"), dtype=dtype))
+        records["train"].append(_evaluate(model, x_train, y_train, loss)[0])
+        test_loss, test_correct = _evaluate(model, x_test, y_test, loss)
+        records["test"].append(test_loss)
+        records["acc"].append(test_correct if classification else torch.full_like(test_loss, float("nan")))
 
     batches = _minibatches(len(x_train), spec["batch_size"], generators)
     for step in range(spec["steps"] + 1):
@@ -244,6 +264,33 @@ def train_runs(
         test_accuracy=stacked("acc"),
         zeta_theory=zeta_theory,
     )
+
+
+def _evaluate(
+    model: BatchedFCN, x: torch.Tensor, y: torch.Tensor, loss: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-run mean loss and accuracy (argmax) on ``(x, y)``, in sample chunks within :data:`EVALUATION_BUDGET`."""
+    width = max(w.shape[1] for w in model.weights)
+    chunk = max(1, EVALUATION_BUDGET // (len(model.multipliers) * width))
+    loss_sum = correct = 0.0
+    for start in range(0, len(x), chunk):
+        outputs = model(x[start : start + chunk])
+        targets = y[start : start + chunk]
+        loss_sum = loss_sum + per_run_loss(outputs, targets, loss) * len(targets)
+        if targets.dtype == torch.int64:
+            correct = correct + (outputs.argmax(-1) == targets).sum(-1)
+        elif targets.ndim == 2 and targets.shape[1] > 1:
+            correct = correct + (outputs.argmax(-1) == targets.argmax(-1)).sum(-1)
+    return loss_sum / len(x), torch.as_tensor(correct, dtype=loss_sum.dtype) / len(x)
+
+
+def runs_per_batch(samples_per_step: int, width: int) -> int:
+    """How many runs to stack so one activation tensor stays within :data:`ELEMENT_BUDGET`.
+
+    Larger tensors gain nothing from stacking: the work per run is already
+    large, and the stacked tensors fall out of cache.
+    """
+    return max(1, ELEMENT_BUDGET // (samples_per_step * width))
 
 
 def _minibatches(n_samples: int, batch_size: int | None, generators: Sequence[torch.Generator]):
@@ -283,6 +330,9 @@ def run_experiment(
     ``batch_runs=False`` every run is trained alone (the plain loop the
     benchmark compares against; results agree to rounding).
     """
+    problems = spec_problems(spec)
+    if problems:
+        raise ValueError("invalid nonlinear experiment: " + "; ".join(problems))
     settings = settings_of(spec)
     runs = grid(spec)
     steps = log_steps(spec["steps"], spec["log_points"])
@@ -303,7 +353,9 @@ def run_experiment(
         dataset = datasets[setting_name] = _dataset_for(spec, setting, cifar10_path)
         for activation, width in itertools.product(spec["activation"], spec["width"]):
             group = [r for r in runs if (r.setting, r.activation, r.width) == (setting_name, activation, width)]
-            batches = [group] if batch_runs else [[run] for run in group]
+            samples = min(spec["batch_size"] or len(dataset.x_train), len(dataset.x_train))
+            size = runs_per_batch(samples, width) if batch_runs else 1
+            batches = [group[start : start + size] for start in range(0, len(group), size)]
             for batch in batches:
                 history = train_runs(spec, dataset, batch, setting)
                 _store(results, coords, shape, batch, history)

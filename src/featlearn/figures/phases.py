@@ -1,0 +1,219 @@
+"""Figures of the phase stage: phase diagrams, kernel change against width, finite-width map, GD steps.
+
+The phase diagrams read ``phases.nc`` (:func:`featlearn.phases.analyse`):
+the colour is the phase classified from measurements, the black lines are
+the boundaries between the predicted phases (drawn along cell edges) and a
+cross marks every cell where the two disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import xarray as xr
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
+from matplotlib.patches import Patch
+
+from featlearn import phases, theory
+from featlearn.figures import register
+from featlearn.figures.style import new_figure
+
+PHASE_COLOURS = ("#444444", "#bcbddc", "#fb6a4a", "#6baed6", "#74c476")
+GD_COLOURS = ("#74c476", "#fdae6b", "#de2d26")
+AXIS_LABELS = {
+    "a": r"output-scale exponent $a$ ($\kappa \sim d^{-a}$)",
+    "b_u": r"init-scale exponent $b$ ($\sigma_u = \sigma_w \sim d^{-b}$)",
+    "c_u": r"learning-rate exponent $c$ ($\eta_u = \eta_w \sim d^{-c}$)",
+    "b_imbalance": r"init imbalance $b_u - b_w$",
+    "c_imbalance": r"learning-rate imbalance $c_u - c_w$",
+    "eta_u0": r"step $h\,\eta_0$ (learning-rate prefactor, $h = 1$)",
+    "kappa0": r"output scale $\kappa$",
+    "sigma_u0": r"init scale $\sigma_u = \sigma_w$",
+}
+
+
+def _edges(values: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres (midpoints; half a step beyond the ends)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 1:
+        return values + np.array([-0.5, 0.5])
+    middle = (values[1:] + values[:-1]) / 2
+    return np.concatenate([[2 * values[0] - middle[0]], middle, [2 * values[-1] - middle[-1]]])
+
+
+def _categorical(names: Sequence[str], colours: Sequence[str]) -> tuple[ListedColormap, BoundaryNorm, list[Patch]]:
+    cmap = ListedColormap(colours)
+    norm = BoundaryNorm(np.arange(len(names) + 1) - 0.5, len(names))
+    handles = [Patch(color=c, label=n) for n, c in zip(names, colours)]
+    return cmap, norm, handles
+
+
+def _boundaries(ax, codes: np.ndarray, x_edges: np.ndarray, y_edges: np.ndarray, **style) -> None:
+    """Draw the cell edges separating different codes (``codes`` has shape (y, x))."""
+    for i, j in zip(*np.nonzero(codes[:, 1:] != codes[:, :-1])):
+        ax.plot([x_edges[j + 1]] * 2, [y_edges[i], y_edges[i + 1]], **style)
+    for i, j in zip(*np.nonzero(codes[1:, :] != codes[:-1, :])):
+        ax.plot([x_edges[j], x_edges[j + 1]], [y_edges[i + 1]] * 2, **style)
+
+
+def _phase_plane(ds: xr.Dataset, x: str, y: str, title: str) -> Figure:
+    """Empirical phase (colour) over the (x, y) plane, predicted boundaries, disagreements marked."""
+    extra = [d for d in ds["phase"].dims if d not in (x, y)]
+    if extra:
+        raise ValueError(f"phase diagram over ({x}, {y}) needs a 2-D grid; {ds.attrs.get('experiment')} also sweeps {extra}")
+    ds = ds.sortby([x, y])
+    measured = ds["phase"].transpose(y, x).values
+    predicted = ds["phase_theory"].transpose(y, x).values
+    x_edges, y_edges = _edges(ds[x].values), _edges(ds[y].values)
+    cmap, norm, handles = _categorical(phases.PHASES, PHASE_COLOURS)
+    figure, axes = new_figure(1, 1, width=5.6, height=4.4)
+    ax = axes[0, 0]
+    ax.pcolormesh(x_edges, y_edges, measured, cmap=cmap, norm=norm)
+    _boundaries(ax, predicted, x_edges, y_edges, color="k", lw=1.8)
+    wrong_y, wrong_x = np.nonzero(measured != predicted)
+    ax.plot(ds[x].values[wrong_x], ds[y].values[wrong_y], "x", color="k", ms=8, mew=2)
+    handles += [
+        Line2D([], [], color="k", lw=1.8, label="predicted boundary"),
+        Line2D([], [], color="k", marker="x", ls="none", mew=2, label="disagreement"),
+    ]
+    ax.set_xlabel(AXIS_LABELS.get(x, x))
+    ax.set_ylabel(AXIS_LABELS.get(y, y))
+    ax.grid(False)
+    agreement = ds.attrs.get("agreement", float("nan"))
+    widths = ds.attrs.get("widths_fitted", "?")
+    ax.set_title(f"{title}\nagreement {agreement:.1%} ({widths} widths per cell; x: disagreement)", fontsize=9)
+    figure.legend(handles=handles, loc="outside right center", frameon=False)
+    return figure
+
+
+@register("phases_diagram_scale")
+def phase_diagram_scale(datasets: Sequence[xr.Dataset], *, x: str = "b_u", y: str = "a") -> Figure:
+    """Output scale against init scale, learning rates at their largest stable scaling."""
+    return _phase_plane(datasets[0], x, y, "output scale vs init scale (learning rate at its largest stable scaling)")
+
+
+@register("phases_diagram_imbalance")
+def phase_diagram_imbalance(datasets: Sequence[xr.Dataset], *, x: str = "b_imbalance", y: str = "c_imbalance") -> Figure:
+    """Layer imbalance of the init scales against that of the learning rates."""
+    return _phase_plane(datasets[0], x, y, "layer imbalance: init scales vs learning rates")
+
+
+@register("phases_diagram_rate")
+def phase_diagram_rate(datasets: Sequence[xr.Dataset], *, x: str = "c_u", y: str = "a") -> Figure:
+    """Output scale against learning-rate scaling (NTK init): every phase of the table."""
+    return _phase_plane(datasets[0], x, y, "output scale vs learning-rate scaling (init scale fixed)")
+
+
+@register("phases_kernel_change_width")
+def kernel_change_width(datasets: Sequence[xr.Dataset]) -> Figure:
+    """Relative kernel change against width, one line per parametrization, fitted slopes annotated.
+
+    Inputs: the experiment's trajectories and its phases dataset (for the
+    fitted slopes, their bootstrap errors and the predicted exponents).
+    """
+    trajectories, fitted = datasets
+    change = phases.measure(trajectories)["kernel_change"]
+    figure, axes = new_figure(1, 1, width=6.2, height=4.6)
+    ax = axes[0, 0]
+    widths = change["width"].values.astype(float)
+    for index, name in enumerate(change["parametrization"].values):
+        runs = change.sel(parametrization=name).transpose("width", "seed").values
+        log_runs = np.log(runs)
+        centre = np.exp(np.nanmean(log_runs, axis=1))
+        low, high = np.nanpercentile(runs, [16, 84], axis=1)
+        colour, marker = f"C{index}", "osD^v"[index % 5]
+        slope = float(fitted["kernel_change_exponent"].sel(parametrization=name))
+        error = float(fitted["kernel_change_exponent_std"].sel(parametrization=name))
+        e_m = float(fitted["theory_eM"].sel(parametrization=name))
+        # Small changes go like d^(-2 eM), large ones (eM < 0) like d^(-eM).
+        predicted = (-2 * e_m if e_m >= 0 else -e_m) + 0.0
+        ax.errorbar(widths, centre, yerr=[centre - low, high - centre], fmt=marker, color=colour, ms=4, capsize=2)
+        intercept = np.nanmean(np.log(centre) - slope * np.log(widths))
+        # Dashed every other line: parametrizations with equal changes (one learning-rate scale apart) stay visible.
+        ax.plot(widths, np.exp(intercept + slope * np.log(widths)), "-" if index % 2 == 0 else "--", color=colour, lw=1.2,
+                label=f"{str(name).replace('_', '-')}: slope {slope:+.2f} ± {error:.2f} (theory {predicted:+.1f})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("width $d$")
+    ax.set_ylabel(r"relative kernel change $|K_\eta(T)/K_\eta(0) - 1|$")
+    ax.legend(fontsize=7, loc="best")
+    return figure
+
+
+@register("phases_kernel_change_map")
+def kernel_change_map(datasets: Sequence[xr.Dataset], *, x: str = "sigma_u0", y: str = "kappa0") -> Figure:
+    """Kernel change at one finite width over init scale and output scale.
+
+    Colour: median over seeds of log10 |K_eta(T)/K_eta(0) - 1| from the runs.
+    Dashed contours: the gradient-flow prediction |sqrt(1 + 4 (beta*^2 -
+    beta0^2)/M^2) - 1| at the typical initial state (uu = d sigma_u^2,
+    ww = d sigma_w^2, uw = sqrt(d) sigma_u sigma_w, its root mean square).
+    """
+    ds = datasets[0].sortby([x, y])
+    change = phases.measure(ds)["kernel_change"].median("seed").transpose(y, x)
+    width = float(ds["width"].values.flat[0])
+    hyper = {name: ds[name].transpose(y, x).values for name in ("kappa", "sigma_u", "sigma_w", "eta_u", "eta_w", "beta_star", "sigma2")}
+    # A random initial output matters where it is large, so uw takes its typical size, not 0.
+    typical = theory.Gram(
+        width * hyper["sigma_u"] ** 2, width * hyper["sigma_w"] ** 2, np.sqrt(width) * hyper["sigma_u"] * hyper["sigma_w"]
+    )
+    predicted = np.abs(theory.final_kernel_ratio(
+        typical, theory.Hyperparameters(hyper["kappa"], hyper["eta_u"], hyper["eta_w"], hyper["beta_star"], hyper["sigma2"])
+    ) - 1.0)
+    figure, axes = new_figure(1, 1, width=5.6, height=4.4)
+    ax = axes[0, 0]
+    x_values, y_values = ds[x].values.astype(float), ds[y].values.astype(float)
+    log_x, log_y = np.log10(x_values), np.log10(y_values)
+    mesh = ax.pcolormesh(10 ** _edges(log_x), 10 ** _edges(log_y), np.log10(change.values), cmap="viridis", shading="flat")
+    figure.colorbar(mesh, ax=ax, label=r"$\log_{10}$ relative kernel change (measured)")
+    levels = [1e-2, 1.0, 1e2]
+    contours = ax.contour(x_values, y_values, predicted, levels=levels, colors="w", linestyles="--", linewidths=1.2)
+    ax.clabel(contours, fmt=lambda v: f"{v:g}", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(AXIS_LABELS.get(x, x))
+    ax.set_ylabel(AXIS_LABELS.get(y, y))
+    ax.set_title(f"width d = {width:,.0f}; dashed: gradient-flow prediction", fontsize=9)
+    ax.grid(False)
+    return figure
+
+
+@register("phases_gd_step")
+def gd_step_diagram(datasets: Sequence[xr.Dataset], *, x: str = "eta_u0", y: str = "a") -> Figure:
+    """Gradient-descent behaviour over step size and output-scale exponent, one panel per width.
+
+    Colour: converging / catapult / divergent (most frequent over seeds).
+    White lines: step x initial kernel = 2 and 4, where linear-model theory
+    puts the catapult window. Black line: the predicted kernel /
+    feature-learning boundary of gradient flow.
+    """
+    ds = datasets[0].sortby([x, y])
+    widths = np.atleast_1d(ds["width"].values) if "width" in ds["gd_phase"].dims else [None]
+    cmap, norm, handles = _categorical(phases.GD_PHASES, GD_COLOURS)
+    figure, axes = new_figure(1, len(widths), width=4.6, height=4.2, sharey=True)
+    log_x = np.log10(ds[x].values.astype(float))
+    x_edges, y_edges = 10 ** _edges(log_x), _edges(ds[y].values)
+    flow = ds["phase_theory"].transpose(y, x).values
+    for ax, width in zip(axes[0], widths):
+        panel = ds if width is None else ds.sel(width=width)
+        ax.pcolormesh(x_edges, y_edges, panel["gd_phase"].transpose(y, x).values, cmap=cmap, norm=norm)
+        step_kernel = panel["step_kernel"].transpose(y, x).values
+        contours = ax.contour(ds[x].values, ds[y].values, step_kernel, levels=[2.0, 4.0], colors="w", linewidths=1.6)
+        ax.clabel(contours, fmt=lambda v: f"hK0={v:g}", fontsize=7)
+        _boundaries(ax, flow, x_edges, y_edges, color="k", lw=1.8)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(AXIS_LABELS.get(x, x))
+        ax.set_title(f"width d = {int(width):,}" if width is not None else "", fontsize=9)
+        ax.grid(False)
+    axes[0, 0].set_ylabel(AXIS_LABELS.get(y, y))
+    handles += [
+        Line2D([], [], color="#999999", lw=1.6, label="step x initial kernel = 2, 4"),
+        Line2D([], [], color="k", lw=1.8, label="flow: kernel | feature learning"),
+    ]
+    figure.legend(handles=handles, loc="outside right center", frameon=False)
+    return figure

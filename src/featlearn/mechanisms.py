@@ -1,0 +1,264 @@
+"""Mechanism detection: alignment, disalignment and rescaling, and their absence (kernel).
+
+Pure functions on arrays and xarray objects (no file I/O, no configuration
+parsing). The definitions are the project's operational ones (see
+``docs/mechanisms.md``). Write ``beta = kappa |u| |w| cos(theta)`` and let
+``c(t) = sign(beta*) cos(theta(t))`` (``|cos|`` when ``beta* = 0``). Over a
+run of horizon ``T`` (the last stored time):
+
+- ``delta_c = c(T) - c(0)``, absolute so that it vanishes in the kernel phase;
+- ``rho_u = log(|u(T)| / |u(0)|)`` and ``rho_w`` likewise;
+- ``kernel_change = K_eta(T) / K_eta(0) - 1``.
+
+The output change splits exactly along the path, with ``n = |u||w|``:
+``beta(T) - beta(0) = int kappa n dcos + int kappa cos dn = a_part + r_part``.
+On the stored time grid both integrals use the product (trapezoid) rule,
+each factor taken as the mean of its two end values over a step; the two
+discrete parts then telescope to ``beta(T) - beta(0)`` exactly, and each
+converges to its integral with second order in the time step.
+
+Thresholds ``eps_c``, ``eps_rho``, ``eps_K`` turn the magnitudes into flags.
+The kernel flag (``|kernel_change| < eps_K``) is decided first and excludes
+the three mechanism flags; ``primary`` names the mechanism that produced
+the output change (``rescaling`` when ``|r_part| > |a_part|``, otherwise the
+sign of ``delta_c``). Diverged runs (gradient descent that left the float
+range) keep their NaN magnitudes, carry no flag and get the primary label
+``diverged``: they are marked, never dropped.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import xarray as xr
+from numpy.typing import ArrayLike, NDArray
+from scipy import stats
+
+FloatArray = NDArray[np.float64]
+
+#: Per-run magnitudes the flags are decided from, in the order the width fits store them.
+MAGNITUDES = ("delta_c", "rho_u", "rho_w", "kernel_change")
+#: Meanings of the values 0, 1, ... of the ``primary`` flag variable.
+PRIMARY_LABELS = ("kernel", "alignment", "disalignment", "rescaling", "diverged")
+FLAGS = ("kernel", "alignment", "disalignment", "rescaling")
+
+#: long_name of every variable mechanisms.nc adds (all dimensionless).
+ATTRS: dict[str, str] = {
+    "c_initial": "sign(beta_star) cos(u, w) at t = 0",
+    "c_final": "sign(beta_star) cos(u, w) at the last stored time T",
+    "delta_c": "change of the target-signed cosine c(T) - c(0)",
+    "rho_u": "log norm ratio of the readout layer log(|u(T)| / |u(0)|)",
+    "rho_w": "log norm ratio of the hidden layer log(|w(T)| / |w(0)|)",
+    "kernel_change": "relative change of the learning-rate weighted kernel K_eta(T) / K_eta(0) - 1",
+    "a_part": "output change by turning: integral of kappa |u||w| dcos over [0, T]",
+    "r_part": "output change by norm growth: integral of kappa cos d(|u||w|) over [0, T]",
+    "delta_c_t": "change of the target-signed cosine c(t) - c(0)",
+    "rho_u_t": "log norm ratio of the readout layer log(|u(t)| / |u(0)|)",
+    "rho_w_t": "log norm ratio of the hidden layer log(|w(t)| / |w(0)|)",
+    "kernel_change_t": "relative change of the learning-rate weighted kernel K_eta(t) / K_eta(0) - 1",
+    "a_part_t": "output change by turning up to time t: integral of kappa |u||w| dcos",
+    "r_part_t": "output change by norm growth up to time t: integral of kappa cos d(|u||w|)",
+    "kernel": "kernel regime: |kernel_change| < eps_K (excludes the mechanism flags)",
+    "alignment": "alignment: not kernel and delta_c >= eps_c",
+    "disalignment": "disalignment: not kernel and delta_c <= -eps_c",
+    "rescaling": "rescaling: not kernel and max(|rho_u|, |rho_w|) >= eps_rho",
+    "primary": "mechanism that produced the output change",
+    "diverged": "gradient descent left the float range (magnitudes are NaN)",
+    "magnitude": "mechanism magnitude fitted against width",
+    "width_exponent": "exponent p of the fit rms-over-seeds(|magnitude|) ~ width^p",
+    "width_exponent_stderr": "standard error of the width exponent (least squares)",
+    "width_prefactor": "prefactor C of the fit rms-over-seeds(|magnitude|) ~ C width^p",
+}
+
+
+class Thresholds(NamedTuple):
+    """Flag thresholds: on ``|delta_c|``, on ``max(|rho_u|, |rho_w|)`` and on ``|kernel_change|``."""
+
+    eps_c: float = 0.1
+    eps_rho: float = 0.1
+    eps_K: float = 0.1
+
+
+# ---------------------------------------------------------------------------
+# array core (time is the last axis)
+
+
+def target_signed_cosine(cos: ArrayLike, beta_star: ArrayLike) -> FloatArray:
+    """``c = sign(beta*) cos``; ``|cos|`` where ``beta* = 0`` (``beta_star`` broadcasts against ``cos``)."""
+    cos = np.asarray(cos, dtype=float)
+    beta_star = np.asarray(beta_star, dtype=float)
+    return np.where(beta_star == 0, np.abs(cos), np.sign(beta_star) * cos)
+
+
+def path_split(kappa: ArrayLike, norm_product: ArrayLike, cos: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Cumulative turning and norm parts of ``beta(t) - beta(0)`` on the stored times (last axis).
+
+    With ``n = |u||w|`` and steps k -> k+1,
+
+        a_part(t_K) = sum_k kappa (n_k + n_{k+1})/2 (cos_{k+1} - cos_k)
+        r_part(t_K) = sum_k kappa (cos_k + cos_{k+1})/2 (n_{k+1} - n_k)
+
+    Each step's two terms add up to ``kappa (n_{k+1} cos_{k+1} - n_k cos_k)``,
+    so ``a_part + r_part = beta(t) - beta(0)`` exactly (to rounding) on any
+    grid; each part is the trapezoid rule of its Stieltjes integral and has a
+    local error O(h^3), so the sums converge with second order in the step.
+    Both start at 0 at the first time.
+    """
+    kappa = np.asarray(kappa, dtype=float)[..., None]
+    n = np.asarray(norm_product, dtype=float)
+    cos = np.asarray(cos, dtype=float)
+    mean_n = (n[..., 1:] + n[..., :-1]) / 2
+    mean_cos = (cos[..., 1:] + cos[..., :-1]) / 2
+    zero = np.zeros(np.broadcast_shapes(kappa.shape, n.shape)[:-1] + (1,))
+    a_part = np.concatenate([zero, np.cumsum(kappa * mean_n * np.diff(cos, axis=-1), axis=-1)], axis=-1)
+    r_part = np.concatenate([zero, np.cumsum(kappa * mean_cos * np.diff(n, axis=-1), axis=-1)], axis=-1)
+    return a_part, r_part
+
+
+def classify(
+    delta_c: ArrayLike,
+    rho_u: ArrayLike,
+    rho_w: ArrayLike,
+    kernel_change: ArrayLike,
+    a_part: ArrayLike,
+    r_part: ArrayLike,
+    diverged: ArrayLike,
+    thresholds: Thresholds,
+) -> dict[str, NDArray]:
+    """Flags and primary label (an index into :data:`PRIMARY_LABELS`) of each run.
+
+    The kernel flag is decided first and excludes the mechanism flags.
+    Diverged runs get no flag and the label ``diverged``.
+    """
+    delta_c, rho_u, rho_w, kernel_change, a_part, r_part = (
+        np.asarray(x, dtype=float) for x in (delta_c, rho_u, rho_w, kernel_change, a_part, r_part)
+    )
+    valid = ~np.asarray(diverged, dtype=bool)
+    kernel = valid & (np.abs(kernel_change) < thresholds.eps_K)
+    learning = valid & ~kernel
+    flags = {
+        "kernel": kernel,
+        "alignment": learning & (delta_c >= thresholds.eps_c),
+        "disalignment": learning & (delta_c <= -thresholds.eps_c),
+        "rescaling": learning & (np.maximum(np.abs(rho_u), np.abs(rho_w)) >= thresholds.eps_rho),
+    }
+    code = {label: PRIMARY_LABELS.index(label) for label in PRIMARY_LABELS}
+    by_turning = np.where(delta_c > 0, code["alignment"], code["disalignment"])
+    mechanism = np.where(np.abs(r_part) > np.abs(a_part), code["rescaling"], by_turning)
+    primary = np.where(kernel, code["kernel"], np.where(valid, mechanism, code["diverged"]))
+    return {**flags, "primary": primary.astype(np.int8)}
+
+
+# ---------------------------------------------------------------------------
+# datasets
+
+
+def _time_resolved(trajectories: xr.Dataset) -> dict[str, xr.DataArray]:
+    """Magnitudes and path parts against time, on the trajectories' dims."""
+    uu, ww, cos = trajectories["uu"], trajectories["ww"], trajectories["cos_uw"]
+    c = xr.apply_ufunc(target_signed_cosine, cos, trajectories["beta_star"])
+    kernel = trajectories["ntk_eta"]
+    a_part, r_part = xr.apply_ufunc(
+        path_split,
+        trajectories["kappa"],
+        np.sqrt(uu * ww),
+        cos,
+        input_core_dims=[[], ["time"], ["time"]],
+        output_core_dims=[["time"], ["time"]],
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Relative increments first, then log1p: keeps the tiny changes of the kernel phase accurate.
+        return {
+            "c_t": c,
+            "delta_c_t": c - c.isel(time=0),
+            "rho_u_t": 0.5 * np.log1p((uu - uu.isel(time=0)) / uu.isel(time=0)),
+            "rho_w_t": 0.5 * np.log1p((ww - ww.isel(time=0)) / ww.isel(time=0)),
+            "kernel_change_t": (kernel - kernel.isel(time=0)) / kernel.isel(time=0),
+            "a_part_t": a_part,
+            "r_part_t": r_part,
+        }
+
+
+def detect(trajectories: xr.Dataset, thresholds: Thresholds = Thresholds()) -> xr.Dataset:
+    """Mechanism magnitudes, path split, flags and primary label of every run.
+
+    ``trajectories`` follows the data contract of ``trajectories.nc`` (dims
+    ``(*grid, seed, time)``; variables ``uu``, ``ww``, ``cos_uw``, ``ntk_eta``,
+    ``diverged``; coordinates ``kappa``, ``beta_star``, ...). The result keeps
+    the grid and seed dims and coordinates; per-run variables have dims
+    ``(*grid, seed)``, their time-resolved versions (suffix ``_t``) add
+    ``time``. The thresholds are stored as the attributes ``eps_c``,
+    ``eps_rho``, ``eps_K``. When the grid has a ``width`` dim the width fits
+    of :func:`width_scaling` are added.
+    """
+    resolved = _time_resolved(trajectories)
+    final = {name.removesuffix("_t"): value.isel(time=-1, drop=True) for name, value in resolved.items()}
+    diverged = trajectories["diverged"]
+    run_dims = diverged.dims
+    labels = classify(
+        *(final[name].transpose(*run_dims).values for name in (*MAGNITUDES, "a_part", "r_part")),
+        diverged.values,
+        thresholds,
+    )
+    data_vars: dict[str, xr.DataArray] = {
+        "c_initial": resolved["c_t"].isel(time=0, drop=True),
+        "c_final": final["c"],
+        **{name: final[name] for name in (*MAGNITUDES, "a_part", "r_part")},
+        **{f"{name}_t": resolved[f"{name}_t"] for name in (*MAGNITUDES, "a_part", "r_part")},
+        **{name: xr.DataArray(value, dims=run_dims) for name, value in labels.items()},
+        "diverged": diverged,
+    }
+    ds = xr.Dataset(data_vars, coords=trajectories.coords)
+    for name, variable in ds.data_vars.items():
+        variable.attrs = {"long_name": ATTRS[str(name)], "units": "1"}
+    ds["primary"].attrs.update(
+        flag_values=np.arange(len(PRIMARY_LABELS), dtype=np.int8), flag_meanings=" ".join(PRIMARY_LABELS)
+    )
+    if "width" in ds.dims and ds.sizes["width"] >= 3:
+        ds = ds.merge(width_scaling(ds))
+    ds.attrs = {key: trajectories.attrs[key] for key in ("experiment", "solver") if key in trajectories.attrs}
+    ds.attrs.update(thresholds._asdict())
+    return ds
+
+
+def seed_rms(values: xr.DataArray) -> xr.DataArray:
+    """Root mean square over seeds, ignoring NaN (diverged) runs: the typical size of a magnitude."""
+    return np.sqrt((values**2).mean("seed", skipna=True))
+
+
+def width_scaling(mechanisms: xr.Dataset) -> xr.Dataset:
+    """Fit ``rms_seeds(|m|) ~ C width^p`` for each magnitude m, per point of the other grid dims.
+
+    Least squares of ``log rms`` on ``log width`` over the widths where the rms
+    is positive and finite (at least 3, else NaN). Returns ``width_exponent``
+    (p), ``width_exponent_stderr`` and ``width_prefactor`` (C), with a
+    ``magnitude`` dim listing :data:`MAGNITUDES`.
+    """
+    log_width = np.log(mechanisms["width"].values.astype(float))
+    rms = xr.concat([seed_rms(mechanisms[name]) for name in MAGNITUDES], dim="magnitude")
+    rms = rms.assign_coords(magnitude=list(MAGNITUDES))
+
+    def fit(values: FloatArray) -> tuple[float, float, float]:
+        usable = np.isfinite(values) & (values > 0)
+        if usable.sum() < 3:
+            return np.nan, np.nan, np.nan
+        result = stats.linregress(log_width[usable], np.log(values[usable]))
+        return result.slope, result.stderr, np.exp(result.intercept)
+
+    exponent, stderr, prefactor = xr.apply_ufunc(
+        np.vectorize(fit, otypes=[float, float, float], signature="(n)->(),(),()"),
+        rms,
+        input_core_dims=[["width"]],
+        output_core_dims=[[], [], []],
+    )
+    result = xr.Dataset({"width_exponent": exponent, "width_exponent_stderr": stderr, "width_prefactor": prefactor})
+    for name in (*result.data_vars, "magnitude"):
+        result[name].attrs = {"long_name": ATTRS[str(name)], "units": "1"}
+    return result
+
+
+def majority_label(primary: xr.DataArray) -> xr.DataArray:
+    """The most frequent primary label over seeds (ties: the smaller label value)."""
+    counts = xr.concat([(primary == code).sum("seed") for code in range(len(PRIMARY_LABELS))], dim="label")
+    return counts.argmax("label")
