@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
 
 
+
+@pytest.mark.slow
 def test_report_has_every_figure_with_caption_and_the_config(smoke_run, tmp_path):
     run = Path(shutil.copytree(smoke_run, tmp_path / "run", symlinks=True))
     report = run / "results" / "report.html"
@@ -37,3 +38,21 @@ def test_report_has_every_figure_with_caption_and_the_config(smoke_run, tmp_path
     assert "Configuration of this run" in html
     for experiment in config["experiments"]:
         assert f"&quot;{experiment}&quot;" in html or f'"{experiment}"' in html, experiment
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "caption", sorted(p.name for p in (ROOT / "workflow" / "report").glob("*.rst") if p.name != "workflow.rst")
+)
+def test_figure_captions_are_valid_restructuredtext(caption):
+    # The report renders captions as reStructuredText: a stray |x| is a broken substitution.
+    import io
+
+    import docutils.core
+
+    warnings = io.StringIO()
+    text = (ROOT / "workflow" / "report" / caption).read_text()
+    docutils.core.publish_string(text, writer_name="null", settings_overrides={"warning_stream": warnings, "report_level": 2})
+    assert warnings.getvalue() == ""
