@@ -139,7 +139,7 @@ MALFORMED = {
         "experiments.x.parameters.width",
         ["explicit", "1000000"],
     ),
-    "no_experiments": ({"experiments": {}}, "experiments", ["non-empty"]),
+    "no_experiments": ({"experiments": {}}, "experiments", ["defines no experiment"]),
     "bad_experiment_name": ({"experiments": {"1x": minimal()["experiments"]["x"]}}, "experiments", ["'1x'"]),
     "too_many_steps": (
         modified(experiments__x__dt=1.0e-7, experiments__x__time__stop=10.0),

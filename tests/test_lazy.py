@@ -99,3 +99,74 @@ def test_lazy_read_is_chunked_below_the_cap(large_grid):
     assert isinstance(ds["loss"].data, da.Array)
     largest_chunk = np.prod([max(sizes) for sizes in ds["loss"].data.chunks]) * ds["loss"].dtype.itemsize
     assert largest_chunk < HEADROOM_MB * 2**20 / 8
+
+
+# --- the mechanisms stage itself streams a trajectories.nc larger than its memory cap ------------
+
+STAGE_CLI = textwrap.dedent(
+    """
+    import json, resource, sys
+    from featlearn import cli, io, mechanisms
+
+    path, output, mode, headroom_mb = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    # Warm up before the cap (imports, netCDF, dask threads and their malloc arenas).
+    mechanisms.detect(io.read_netcdf(path, lazy=True).isel(width=slice(0, 1), seed=slice(0, 2)))
+    with open("/proc/self/status") as status:
+        vm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (vm_kb * 1024 + headroom_mb * 2**20, resource.RLIM_INFINITY))
+    try:
+        if mode == "cli":
+            status = cli.main(["mechanisms", path, "--output", output])
+        else:
+            mechanisms.detect(io.read_netcdf(path))
+            status = 0
+    except MemoryError:
+        print(json.dumps({"memory_error": True}))
+    else:
+        print(json.dumps({"memory_error": False, "status": status}))
+    """
+)
+STAGE_HEADROOM_MB = 96
+
+
+@pytest.fixture(scope="module")
+def large_trajectories(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real trajectories.nc (mean-field flow runs) whose inputs to the stage exceed the headroom."""
+    from featlearn import config as cfg
+    from featlearn import simulate
+
+    config = cfg.validate({"experiments": {"large": {
+        "solver": "flow", "seeds": 50, "time": {"stop": 10.0, "num": 2000},
+        "parameters": {"parametrization": "mean_field", "width": list(range(100, 4100, 100))},
+    }}})  # fmt: skip
+    experiment = cfg.Experiment.from_config(config, "large")
+    ds = simulate.merge_chunks([simulate.simulate_chunk(experiment, config=config, progress=lambda _: None)])
+    assert sum(ds[name].nbytes for name in ("uu", "ww", "cos_uw", "ntk_eta")) > 2 * STAGE_HEADROOM_MB * 2**20
+    return io.write_netcdf(ds, tmp_path_factory.mktemp("large_trajectories") / "trajectories.nc")
+
+
+def run_mechanisms_stage(path: Path, mode: str) -> tuple[dict, Path]:
+    output = path.with_name(f"mechanisms-{mode}.nc")
+    result = subprocess.run(
+        [sys.executable, "-c", STAGE_CLI, str(path), str(output), mode, str(STAGE_HEADROOM_MB)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), output
+
+
+def test_mechanisms_stage_streams_a_grid_larger_than_the_memory_cap(large_trajectories):
+    from featlearn import mechanisms
+
+    outcome, output = run_mechanisms_stage(large_trajectories, "cli")
+    assert outcome == {"memory_error": False, "status": 0}
+    # Same answer as the in-memory detector on a slice of the grid.
+    streamed = io.read_netcdf(output).isel(width=slice(0, 3))
+    in_memory = mechanisms.detect(io.read_netcdf(large_trajectories).isel(width=slice(0, 3)))
+    for name in ("delta_c", "kernel_change", "a_part", "primary", "a_part_t"):
+        xr.testing.assert_allclose(streamed[name], in_memory[name].drop_vars("magnitude", errors="ignore"))
+
+
+def test_mechanisms_stage_on_the_eager_path_exceeds_the_same_cap(large_trajectories):
+    outcome, _ = run_mechanisms_stage(large_trajectories, "eager")
+    assert outcome["memory_error"] is True

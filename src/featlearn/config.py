@@ -262,6 +262,8 @@ def _reference_problems(config: Mapping[str, Any]) -> list[str]:
 def _semantic_problems(config: Mapping[str, Any]) -> list[str]:
     """Rules a JSON schema cannot state."""
     problems = []
+    if not config["experiments"] and not config.get("nonlinear", {}).get("experiments"):
+        problems.append("experiments: the configuration defines no experiment (add experiments or nonlinear.experiments)")
     for name, experiment in config["experiments"].items():
         field = f"experiments.{name}"
         parameters = experiment["parameters"]
