@@ -61,8 +61,7 @@ def _merge(args: argparse.Namespace) -> int:
 def _mechanisms(args: argparse.Namespace) -> int:
     from featlearn import mechanisms
 
-    # Lazy: the grid streams through in blocks of runs (grids larger than memory work).
-    trajectories = io.read_netcdf(args.trajectories, lazy=True)
+    trajectories = io.read_netcdf(args.trajectories)
     detected = mechanisms.detect(trajectories, mechanisms.Thresholds(args.eps_c, args.eps_rho, args.eps_K))
     experiment = trajectories.attrs.get("experiment", "")
     detected.attrs.update(io.provenance_attrs(f"featlearn mechanisms: {experiment}", trajectories.attrs["solver"], None))

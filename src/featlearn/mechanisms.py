@@ -157,10 +157,8 @@ def classify(
 def _time_resolved(trajectories: xr.Dataset) -> dict[str, xr.DataArray]:
     """Magnitudes and path parts against time, on the trajectories' dims."""
     uu, ww, cos = trajectories["uu"], trajectories["ww"], trajectories["cos_uw"]
-    c = xr.apply_ufunc(target_signed_cosine, cos, trajectories["beta_star"], dask="allowed")
+    c = xr.apply_ufunc(target_signed_cosine, cos, trajectories["beta_star"])
     kernel = trajectories["ntk_eta"]
-    # With dask-backed input (a lazy read) each block of runs is split on its own: the
-    # path sums need the whole time axis of a run, nothing else.
     a_part, r_part = xr.apply_ufunc(
         path_split,
         trajectories["kappa"],
@@ -168,8 +166,6 @@ def _time_resolved(trajectories: xr.Dataset) -> dict[str, xr.DataArray]:
         cos,
         input_core_dims=[[], ["time"], ["time"]],
         output_core_dims=[["time"], ["time"]],
-        dask="parallelized",
-        output_dtypes=[float, float],
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         # Relative increments first, then log1p: keeps the tiny changes of the kernel phase accurate.
@@ -195,18 +191,9 @@ def detect(trajectories: xr.Dataset, thresholds: Thresholds = Thresholds()) -> x
     ``time``. The thresholds are stored as the attributes ``eps_c``,
     ``eps_rho``, ``eps_K``. When the grid has a ``width`` dim the width fits
     of :func:`width_scaling` are added.
-
-    Dask-backed ``trajectories`` stay lazy: only the per-run values are
-    computed here; the time-resolved variables are computed block by block
-    when the result is written, so grids larger than memory stream through.
     """
-    if trajectories.chunks:
-        # Lazily read (io.read_netcdf(..., lazy=True)): stream blocks of whole runs.
-        trajectories = trajectories.chunk({"time": -1})
     resolved = _time_resolved(trajectories)
-    final = {
-        name.removesuffix("_t"): value.isel(time=-1, drop=True).compute() for name, value in resolved.items()
-    }
+    final = {name.removesuffix("_t"): value.isel(time=-1, drop=True) for name, value in resolved.items()}
     diverged = trajectories["diverged"]
     run_dims = diverged.dims
     labels = classify(
