@@ -64,9 +64,8 @@ def _mechanisms(args: argparse.Namespace) -> int:
     trajectories = io.read_netcdf(args.trajectories)
     detected = mechanisms.detect(trajectories, mechanisms.Thresholds(args.eps_c, args.eps_rho, args.eps_K))
     experiment = trajectories.attrs.get("experiment", "")
-    detected.attrs.update(io.provenance_attrs(f"featlearn mechanisms: {experiment}", trajectories.attrs["solver"], None))
-    # The thresholds are stored as attributes; the simulation's configuration is the one the runs came from.
-    detected.attrs["config_sha256"] = trajectories.attrs.get("config_sha256", "none")
+    # The thresholds are stored as attributes; the configuration hash is the runs' own.
+    detected.attrs.update(io.derived_attrs(f"featlearn mechanisms: {experiment}", trajectories))
     io.write_netcdf(detected, args.output)
     counts = ", ".join(
         f"{label} {int((detected['primary'] == code).sum())}" for code, label in enumerate(mechanisms.PRIMARY_LABELS)
@@ -94,9 +93,8 @@ def _phases(args: argparse.Namespace) -> int:
     settings = phases.FitSettings(args.tolerance, args.resolution, args.bootstrap, args.divergence_fraction)
     result = phases.analyse(trajectories, settings, min_widths=args.min_widths, gd_rise=args.gd_rise)
     experiment = trajectories.attrs.get("experiment", "")
-    result.attrs.update(io.provenance_attrs(f"featlearn phases: {experiment}", trajectories.attrs["solver"], None))
-    # The runs' configuration is the simulation's; the fit settings are stored as attributes.
-    result.attrs.update(experiment=experiment, config_sha256=trajectories.attrs.get("config_sha256", "none"))
+    # The fit settings are stored as attributes; the configuration hash is the runs' own.
+    result.attrs.update(io.derived_attrs(f"featlearn phases: {experiment}", trajectories))
     io.write_netcdf(result, args.output)
     if "agreement" in result.attrs:
         agreement = result.attrs["agreement"]

@@ -522,12 +522,6 @@ class Experiment:
         return values
 
 
-def experiments(config: Mapping[str, Any]) -> Iterator[Experiment]:
-    """All experiments of a resolved configuration."""
-    for name in config["experiments"]:
-        yield Experiment.from_config(config, name)
-
-
 def init_seed_key(hyperparameters: Mapping[str, Any], init: str) -> int:
     """Entropy for the random initial state of a grid point.
 

@@ -95,6 +95,18 @@ def provenance_attrs(title: str, solver: str, config: Mapping[str, Any] | None) 
     }
 
 
+def derived_attrs(title: str, source: xr.Dataset) -> dict[str, str]:
+    """Global attributes of a dataset computed from ``source`` (an analysis of trajectories).
+
+    Fresh version, commit and time; the experiment, solver and configuration
+    hash of the runs it analyses.
+    """
+    attrs = provenance_attrs(title, source.attrs.get("solver", "none"), None)
+    attrs["config_sha256"] = source.attrs.get("config_sha256", "none")
+    attrs["experiment"] = source.attrs.get("experiment", "")
+    return attrs
+
+
 def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     """zlib-compress float and int data variables; keep booleans and strings as they are.
 
