@@ -1,13 +1,18 @@
-"""Large grids: a merged dataset read with ``io.read_netcdf(path, lazy=True)`` streams through
-a reduction over its ``seed`` and ``time`` dims within an address-space cap smaller than
-the data, while reading it eagerly under the same cap fails (so the cap is real).
+"""Large grids: the merge and analysis stages stream a grid larger than their memory cap.
 
-The dataset has the layout of ``trajectories.nc`` (grid dims, then ``seed``,
-``time``) and is written by ``io.write_netcdf``, as the merge stage writes it:
-what streams is the on-disk chunking it gets there plus the lazy read. An
-analysis stage stays streaming as long as it reads with ``lazy=True`` and
-reduces with xarray/dask operations (no ``.values``/``np.asarray`` on a full
-variable before reducing ``time``/``seed``).
+``featlearn merge``, ``featlearn mechanisms`` and ``featlearn phases`` read
+their netCDF inputs lazily (``io.read_netcdf(path, lazy=True)``) and compute
+blocks of whole runs (one block per netCDF chunk, at most
+``io.CHUNK_BYTES``). Each stage runs here in a subprocess whose address space
+is capped, after a warm-up run on a tiny grid, at :data:`HEADROOM_MB` above
+what it then holds: less than the variables it reads (and, for the
+mechanisms, less than the time-resolved variables it writes). Reading the
+same file eagerly under the same cap fails, so the cap is real. The streamed
+results are identical to the in-memory computation.
+
+The fast tests check the same identity for any blocking (including files
+whose chunks split the time axis) and the chunk layout :func:`io.write_netcdf`
+gives the files the stages stream.
 """
 
 from __future__ import annotations
@@ -18,85 +23,235 @@ import sys
 import textwrap
 from pathlib import Path
 
-import dask.array as da
+import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
+import yaml
 
-from featlearn import io
+from featlearn import config as cfg
+from featlearn import io, mechanisms, phases, simulate
 
-pytestmark = pytest.mark.slow
-
-#: Address space the reduction may use beyond what the process holds once warmed up.
+#: Address space a stage may take beyond what it holds once warmed up.
 HEADROOM_MB = 128
-#: The dataset's size in memory: well above the headroom.
-SHAPE = {"width": 200, "seed": 100, "time": 2000}  # 200 * 100 * 2000 * 8 bytes = 320 MB
+
+#: A width sweep of two parametrizations: 2 x 20 x 100 runs of 2000 records, 64 MB per variable.
+LARGE_EXPERIMENT = {
+    "solver": "flow",
+    "seeds": 100,
+    "time": {"stop": 100.0, "num": 2000, "spacing": "log", "start": 1.0e-3},
+    "parameters": {
+        "parametrization": ["mean_field", "ntk"],
+        "width": [100 * 2**k for k in range(20)],
+    },
+}
+#: The same layout, tiny: each capped stage first runs on it (warm-up).
+SMALL_EXPERIMENT = {
+    **LARGE_EXPERIMENT,
+    "seeds": 3,
+    "time": {"stop": 100.0, "num": 50, "spacing": "log", "start": 1.0e-3},
+    "parameters": {"parametrization": ["mean_field", "ntk"], "width": [100, 1000, 10000, 100000]},
+}
+CHUNKS = 2
 
 STAGE = textwrap.dedent(
     """
     import json, resource, sys
-    from featlearn import io
+    from featlearn import cli, io
 
-    path, mode, headroom_mb = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    # Warm up before the cap: imports, the netCDF library, dask's worker threads and their
-    # malloc arenas; the cap then bounds what the data itself may take.
-    io.read_netcdf(path, lazy=True)["loss"].isel(width=0).mean(("seed", "time")).compute()
+    warm_up, command = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    mode, headroom_mb = sys.argv[3], int(sys.argv[4])
+    # Warm up before the cap with the same command on tiny files: imports, the netCDF library,
+    # dask's worker threads and their malloc arenas. The cap then bounds what the data take.
+    assert cli.main(warm_up) == 0
     with open("/proc/self/status") as status:
         vm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
     limit = vm_kb * 1024 + headroom_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
     try:
-        ds = io.read_netcdf(path, lazy=(mode == "lazy"))
-        reduced = ds["loss"].mean(("seed", "time")).compute()
+        if mode == "stage":
+            status = cli.main(command)
+        else:
+            io.read_netcdf(command[1])
+            status = 0
     except MemoryError:
         print(json.dumps({"memory_error": True}))
     else:
-        print(json.dumps({"memory_error": False, "mean": reduced.values.tolist()}))
+        print(json.dumps({"memory_error": False, "status": status}))
     """
 )
 
 
-@pytest.fixture(scope="module")
-def large_grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A trajectories-like file whose ``loss`` is larger than the headroom (written chunk by chunk)."""
-    widths = np.arange(SHAPE["width"], dtype=float)
-    # loss[w, s, t] = w + (s - mean seed) / 1000: the (seed, time) mean is w, exactly representable.
-    seeds = (np.arange(SHAPE["seed"]) - (SHAPE["seed"] - 1) / 2) / 1000
-    loss = da.from_array(widths, chunks=10)[:, None, None] + da.from_array(seeds)[None, :, None] + da.zeros(
-        (1, 1, SHAPE["time"]), chunks=(1, 1, SHAPE["time"])
-    )
-    ds = xr.Dataset(
-        {"loss": (tuple(SHAPE), loss, {"long_name": "excess training loss", "units": "1"})},
-        coords={
-            "width": ("width", np.arange(1, SHAPE["width"] + 1), {"long_name": "hidden width d", "units": "1"}),
-            "time": ("time", np.linspace(0.0, 1.0, SHAPE["time"]), {"long_name": "training time", "units": "1"}),
-        },
-    )
-    assert ds["loss"].nbytes > 2 * HEADROOM_MB * 2**20
-    return io.write_netcdf(ds, tmp_path_factory.mktemp("large") / "trajectories.nc")
-
-
-def run_stage(path: Path, mode: str) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-c", STAGE, str(path), mode, str(HEADROOM_MB)], capture_output=True, text=True, timeout=300
-    )
+def featlearn(*args: str | Path) -> None:
+    command = [sys.executable, "-m", "featlearn", *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
 
 
-def test_lazy_read_streams_a_grid_larger_than_the_memory_cap(large_grid):
-    result = run_stage(large_grid, "lazy")
-    assert result["memory_error"] is False
-    np.testing.assert_allclose(result["mean"], np.arange(SHAPE["width"], dtype=float), rtol=0, atol=1e-12)
+@pytest.fixture(scope="module")
+def grids(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folders ``large/`` and ``small/``, each with the simulation chunks and the merged ``trajectories.nc``."""
+    root = tmp_path_factory.mktemp("grids")
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump({"experiments": {"large": LARGE_EXPERIMENT, "small": SMALL_EXPERIMENT}}))
+    for name in ("large", "small"):
+        (root / name).mkdir()
+        parts = [root / name / f"chunk{index}.nc" for index in range(CHUNKS)]
+        for index, part in enumerate(parts):
+            featlearn("simulate", config, "--experiment", name, "--chunk", index, "--chunks", CHUNKS, "--output", part)
+        featlearn("merge", *parts, "--output", root / name / "trajectories.nc")
+    return root
 
 
-def test_eager_read_of_the_same_grid_exceeds_the_cap(large_grid):
-    assert run_stage(large_grid, "eager")["memory_error"] is True
+def run_capped(grids: Path, stage: str, output: Path, mode: str = "stage") -> dict:
+    """Run ``featlearn <stage>`` on the large grid under the cap, after a warm-up run on the small one."""
+
+    def command(name: str, target: Path) -> list[str]:
+        if stage == "merge":
+            inputs = [str(grids / name / f"chunk{index}.nc") for index in range(CHUNKS)]
+        else:
+            inputs = [str(grids / name / "trajectories.nc")]
+        return [stage, *inputs, "--output", str(target)]
+
+    warm_up = command("small", output.with_suffix(".warm.nc"))
+    arguments = [json.dumps(warm_up), json.dumps(command("large", output)), mode, str(HEADROOM_MB)]
+    result = subprocess.run([sys.executable, "-c", STAGE, *arguments], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
 
 
-def test_lazy_read_is_chunked_below_the_cap(large_grid):
-    ds = io.read_netcdf(large_grid, lazy=True)
-    assert isinstance(ds["loss"].data, da.Array)
-    largest_chunk = np.prod([max(sizes) for sizes in ds["loss"].data.chunks]) * ds["loss"].dtype.itemsize
-    assert largest_chunk < HEADROOM_MB * 2**20 / 8
+def size_mb(path: Path, names: tuple[str, ...] | None = None) -> float:
+    """Size in memory of the named variables of a netCDF file (all data variables by default)."""
+    ds = io.read_netcdf(path, lazy=True)
+    return sum(ds[name].nbytes for name in (names or ds.data_vars)) / 2**20
 
+
+def assert_same_data(path: Path, expected: xr.Dataset, tmp_path: Path) -> None:
+    """The file at ``path`` equals ``expected`` written and read back, up to dataset attributes
+    (provenance and time stamps differ between runs)."""
+    reference = io.read_netcdf(io.write_netcdf(expected, tmp_path / "reference.nc"))
+    xr.testing.assert_identical(io.read_netcdf(path).drop_attrs(deep=False), reference.drop_attrs(deep=False))
+
+
+@pytest.mark.slow
+def test_eager_read_of_the_grid_exceeds_the_cap(grids, tmp_path):
+    assert run_capped(grids, "mechanisms", tmp_path / "unused.nc", mode="eager-read")["memory_error"] is True
+
+
+@pytest.mark.slow
+def test_merge_stage_streams_chunks_larger_than_the_cap(grids, tmp_path):
+    output = tmp_path / "trajectories.nc"
+    parts = [grids / "large" / f"chunk{index}.nc" for index in range(CHUNKS)]
+    assert sum(size_mb(part) for part in parts) > 3 * HEADROOM_MB
+    assert run_capped(grids, "merge", output) == {"memory_error": False, "status": 0}
+    assert_same_data(output, simulate.merge_chunks([io.read_netcdf(part) for part in parts]), tmp_path)
+
+
+@pytest.mark.slow
+def test_mechanisms_stage_streams_a_grid_larger_than_the_cap(grids, tmp_path):
+    trajectories, output = grids / "large" / "trajectories.nc", tmp_path / "mechanisms.nc"
+    assert run_capped(grids, "mechanisms", output) == {"memory_error": False, "status": 0}
+    # What it read and the time-resolved variables it wrote are both larger than the cap.
+    assert size_mb(trajectories, mechanisms.INPUTS) > HEADROOM_MB
+    assert size_mb(output, tuple(f"{name}_t" for name in (*mechanisms.MAGNITUDES, "a_part", "r_part"))) > HEADROOM_MB
+    assert_same_data(output, mechanisms.detect(io.read_netcdf(trajectories)), tmp_path)
+
+
+@pytest.mark.slow
+def test_phases_stage_streams_a_grid_larger_than_the_cap(grids, tmp_path):
+    trajectories, output = grids / "large" / "trajectories.nc", tmp_path / "phases.nc"
+    assert size_mb(trajectories, ("beta", "loss", "ntk_eta")) > HEADROOM_MB
+    assert run_capped(grids, "phases", output) == {"memory_error": False, "status": 0}
+    # Mean field is feature learning and NTK kernel: both classified as predicted.
+    assert io.read_netcdf(output).attrs["agreement"] == 1.0
+    assert_same_data(output, phases.analyse(io.read_netcdf(trajectories)), tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# blocks never change results; the layout of the files the stages stream
+
+
+def small_trajectories(solver: str) -> xr.Dataset:
+    spec = {
+        "solver": solver,
+        "seeds": 5,
+        "time": {"stop": 20.0, "num": 41},
+        "parameters": {"parametrization": ["ntk", "mean_field"], "width": [64, 256, 1024, 4096], "rho": [0.0, 0.5]},
+    }
+    if solver == "gd":
+        spec.update(dt=0.5)
+    config = cfg.validate({"experiments": {"small": spec}})
+    experiment = cfg.Experiment.from_config(config, "small")
+    return simulate.merge_chunks([simulate.simulate_chunk(experiment, config=config, progress=lambda message: None)])
+
+
+@pytest.fixture(scope="module", params=["flow", "gd"])
+def small_file(request, tmp_path_factory: pytest.TempPathFactory) -> tuple[xr.Dataset, Path]:
+    """In-memory trajectories and the same written with chunks that split the time axis and the seeds."""
+    trajectories = small_trajectories(request.param)
+    path = tmp_path_factory.mktemp("small") / "trajectories.nc"
+    split = (1, 2, 1, 3, 17)  # parametrization, width, rho, seed, time
+    encoding = {name: {"chunksizes": split} for name, var in trajectories.data_vars.items() if "time" in var.dims}
+    trajectories.to_netcdf(path, engine="netcdf4", encoding=encoding)
+    return trajectories, path
+
+
+@pytest.mark.parametrize("blocks", [None, {"width": 1, "seed": 2}, {"parametrization": 1, "rho": 1}])
+def test_mechanisms_do_not_depend_on_the_blocks(small_file, blocks):
+    trajectories, path = small_file
+    lazy = io.read_netcdf(path, lazy=True)
+    assert lazy["uu"].chunks is not None
+    streamed = mechanisms.detect(lazy if blocks is None else lazy.chunk(blocks))
+    assert streamed["a_part_t"].chunks is not None  # time-resolved variables stay lazy until written
+    xr.testing.assert_identical(streamed.compute(), mechanisms.detect(trajectories))
+
+
+@pytest.mark.parametrize("blocks", [None, {"width": 1, "seed": 2}])
+def test_phases_do_not_depend_on_the_blocks(small_file, blocks):
+    trajectories, path = small_file
+    lazy = io.read_netcdf(path, lazy=True)
+    result = phases.analyse(lazy if blocks is None else lazy.chunk(blocks))
+    xr.testing.assert_identical(result, phases.analyse(trajectories))
+    if trajectories.attrs["solver"] == "gd":
+        assert "gd_phase_run" in result
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 20, 80, 2000), (2, 20, 160, 2000), (3, 7, 1_000_000), (5, 3, 1000), (10_000_000,), (4, 0, 9)],
+)
+def test_chunk_shape_keeps_trailing_dims_whole_within_the_target(shape):
+    chunk = io.chunk_shape(shape, 8)
+    assert len(chunk) == len(shape)
+    assert all(1 <= c <= max(s, 1) for c, s in zip(chunk, shape))
+    assert np.prod(chunk) * 8 <= io.CHUNK_BYTES
+    # Filled from the last dim: before the last dim that is not whole, every dim is 1.
+    split = [i for i, (c, s) in enumerate(zip(chunk, shape)) if c < s]
+    if split:
+        assert all(c == 1 for c in chunk[: split[-1]])
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ((2, 20, 80, 2000), (1, 1, 80, 2000)),
+        # 131 of 160 seeds would fit; two equal pieces instead of 131 + 29.
+        ((2, 20, 160, 2000), (1, 1, 80, 2000)),
+        ((5, 3, 1000), (5, 3, 1000)),
+    ],
+)
+def test_chunk_shape_splits_into_equal_pieces(shape, expected):
+    assert io.chunk_shape(shape, 8) == expected
+
+
+def test_written_trajectories_keep_whole_runs_in_chunks_of_bounded_size(tmp_path):
+    path = io.write_netcdf(small_trajectories("flow"), tmp_path / "trajectories.nc")
+    with netCDF4.Dataset(path) as nc:
+        for name in ("uu", "loss", "ntk_eta"):
+            variable = nc.variables[name]
+            assert variable.chunking()[-1] == variable.shape[-1]  # the whole time axis
+            assert np.prod(variable.chunking()) * 8 <= io.CHUNK_BYTES
+    lazy = io.read_netcdf(path, lazy=True)
+    assert lazy["uu"].data.chunksize[-1] == lazy.sizes["time"]
+    # Coordinates are loaded, not lazy: the stages index and broadcast them freely.
+    assert all(coord.chunks is None for coord in lazy.coords.values())

@@ -54,5 +54,5 @@ def test_figure_captions_are_valid_restructuredtext(caption):
 
     warnings = io.StringIO()
     text = (ROOT / "workflow" / "report" / caption).read_text()
-    docutils.core.publish_string(text, writer_name="null", settings_overrides={"warning_stream": warnings, "report_level": 2})
+    docutils.core.publish_string(text, writer="null", settings_overrides={"warning_stream": warnings, "report_level": 2})
     assert warnings.getvalue() == ""

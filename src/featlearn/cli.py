@@ -52,7 +52,8 @@ def _simulate(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from featlearn import simulate
 
-    merged = simulate.merge_chunks([io.read_netcdf(path) for path in args.parts])
+    # Lazy: the chunks stream onto the grid block by block as the result is written.
+    merged = simulate.merge_chunks([io.read_netcdf(path, lazy=True) for path in args.parts])
     io.write_netcdf(merged, args.output)
     print(f"merged {len(args.parts)} chunks into {args.output}", file=sys.stderr)
     return 0
@@ -61,7 +62,8 @@ def _merge(args: argparse.Namespace) -> int:
 def _mechanisms(args: argparse.Namespace) -> int:
     from featlearn import mechanisms
 
-    trajectories = io.read_netcdf(args.trajectories)
+    # Lazy: the grid streams through in blocks of runs, so it may be larger than memory.
+    trajectories = io.read_netcdf(args.trajectories, lazy=True)
     detected = mechanisms.detect(trajectories, mechanisms.Thresholds(args.eps_c, args.eps_rho, args.eps_K))
     experiment = trajectories.attrs.get("experiment", "")
     # The thresholds are stored as attributes; the configuration hash is the runs' own.
@@ -89,7 +91,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _phases(args: argparse.Namespace) -> int:
     from featlearn import phases
 
-    trajectories = io.read_netcdf(args.trajectories)
+    # Lazy: the per-run measurements stream through in blocks of runs.
+    trajectories = io.read_netcdf(args.trajectories, lazy=True)
     settings = phases.FitSettings(args.tolerance, args.resolution, args.bootstrap, args.divergence_fraction)
     result = phases.analyse(trajectories, settings, min_widths=args.min_widths, gd_rise=args.gd_rise)
     experiment = trajectories.attrs.get("experiment", "")

@@ -19,12 +19,25 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import netCDF4
 import xarray as xr
 import yaml
 
 from featlearn import __version__
 
 CONVENTIONS = "CF-1.10"
+
+#: Largest netCDF chunk we write. A lazy read streams one chunk per variable at a time, so
+#: this bounds a streaming stage's memory. The library's default chunks grow with the
+#: variable (doubling the seeds doubled them) and split the time axis, which every
+#: per-run analysis needs whole.
+CHUNK_BYTES = 2 * 2**20
+#: HDF5 chunk cache per open netCDF variable: room for one of our chunks. The library
+#: default (64 MiB per variable in netCDF-C 4.10) keeps the chunks last read or written of
+#: every variable: a stage streaming eight input and a dozen output variables held ~1 GB
+#: that way.
+CHUNK_CACHE_BYTES = 2 * CHUNK_BYTES
+netCDF4.set_chunk_cache(CHUNK_CACHE_BYTES)
 
 
 @contextlib.contextmanager
@@ -107,16 +120,40 @@ def derived_attrs(title: str, source: xr.Dataset) -> dict[str, str]:
     return attrs
 
 
+def chunk_shape(shape: tuple[int, ...], itemsize: int, target: int = CHUNK_BYTES) -> tuple[int, ...]:
+    """Chunk of at most ``target`` bytes (but one element at least) that keeps trailing dims whole.
+
+    Dims are filled from the last: the time axis of a run first, then its
+    seeds, then as many grid points as fit; a dim that does not fit whole is
+    split into equal pieces.
+    """
+    chunk: list[int] = []
+    inner = itemsize
+    for size in reversed(shape):
+        pieces = max(1, -(-size // max(1, target // inner)))
+        take = max(1, -(-size // pieces))
+        chunk.append(take)
+        inner *= take
+    return tuple(reversed(chunk))
+
+
 def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     """zlib-compress float and int data variables; keep booleans and strings as they are.
 
-    Coordinate variables (named like their dimension) get no ``_FillValue``:
-    CF forbids missing values there, and xarray would add one to floats.
+    Multi-dimensional numbers are stored in chunks of :func:`chunk_shape`, or
+    of their largest dask block when dask-backed, so that a streamed write
+    puts whole chunks, each once. Coordinate variables (named like their
+    dimension) get no ``_FillValue``: CF forbids missing values there, and
+    xarray would add one to floats.
     """
     encoding: dict[str, dict[str, Any]] = {}
     for name, var in ds.variables.items():
         if var.dtype.kind in "fiu" and var.ndim > 0:
             encoding[name] = {"zlib": True, "complevel": 4}
+            if var.chunks is not None:
+                encoding[name]["chunksizes"] = tuple(max(sizes) for sizes in var.chunks)
+            elif var.ndim > 1:
+                encoding[name]["chunksizes"] = chunk_shape(var.shape, var.dtype.itemsize)
         if var.dims == (name,) and var.dtype.kind == "f":
             encoding.setdefault(name, {})["_FillValue"] = None
     return encoding
@@ -132,12 +169,15 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
 def read_netcdf(path: str | os.PathLike[str], *, lazy: bool = False) -> xr.Dataset:
     """Open a featlearn netCDF file.
 
-    With ``lazy=True`` the variables are dask arrays (one chunk per file by
-    default) so analyses can stream grids larger than memory; otherwise the
-    data are loaded and the file is closed.
+    With ``lazy=True`` the variables are dask arrays with one block per chunk
+    of the file (a few MB each), so analyses stream grids larger than memory
+    (coordinates are loaded); otherwise the data are loaded and the file is
+    closed.
     """
     if lazy:
-        return xr.open_dataset(path, engine="netcdf4", chunks={})
+        ds = xr.open_dataset(path, engine="netcdf4", chunks={})
+        # Coordinates are grid-sized (no seed or time axis): in memory they stay plain arrays.
+        return ds.assign_coords({name: coord.load() for name, coord in ds.coords.items()})
     with xr.open_dataset(path, engine="netcdf4") as ds:
         return ds.load()
 

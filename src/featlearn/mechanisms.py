@@ -180,6 +180,60 @@ def _time_resolved(trajectories: xr.Dataset) -> dict[str, xr.DataArray]:
         }
 
 
+def detect_runs(trajectories: xr.Dataset, thresholds: Thresholds = Thresholds()) -> xr.Dataset:
+    """Per-run and time-resolved magnitudes, flags and primary label of in-memory runs.
+
+    Every run is computed on its own (nothing couples runs), so any block of
+    runs gives the values the whole grid would. :func:`detect` adds the width
+    fits, attributes and the streaming of dask-backed input.
+    """
+    resolved = _time_resolved(trajectories)
+    # Copies, not views: a view of the last time keeps the whole time-resolved block alive,
+    # and streamed blocks then pile up in memory until the end.
+    final = {name.removesuffix("_t"): value.isel(time=-1, drop=True).copy() for name, value in resolved.items()}
+    diverged = trajectories["diverged"]
+    run_dims = diverged.dims
+    labels = classify(
+        *(final[name].transpose(*run_dims).values for name in (*MAGNITUDES, "a_part", "r_part")),
+        diverged.values,
+        thresholds,
+    )
+    data_vars: dict[str, xr.DataArray] = {
+        "c_initial": resolved["c_t"].isel(time=0, drop=True).copy(),
+        "c_final": final["c"],
+        **{name: final[name] for name in (*MAGNITUDES, "a_part", "r_part")},
+        **{f"{name}_t": resolved[f"{name}_t"] for name in (*MAGNITUDES, "a_part", "r_part")},
+        **{name: xr.DataArray(value, dims=run_dims) for name, value in labels.items()},
+        "diverged": diverged,
+    }
+    return xr.Dataset(data_vars, coords=trajectories.coords)
+
+
+#: Variables of ``trajectories.nc`` the detection reads.
+INPUTS = ("uu", "ww", "cos_uw", "ntk_eta", "diverged")
+
+
+def _detect_blocks(trajectories: xr.Dataset, thresholds: Thresholds) -> xr.Dataset:
+    """:func:`detect_runs` of dask-backed runs, lazily, one task per block of whole runs.
+
+    One task computes everything of its block: split into many small dask
+    operations sharing their inputs, the graph was scheduled so that blocks
+    piled up (memory grew with the grid).
+    """
+    # The path sums need a run's whole time axis: blocks hold runs, not times.
+    inputs = trajectories[list(INPUTS)].chunk({"time": -1}).unify_chunks()
+    run_dims = inputs["diverged"].dims
+    sample = detect_runs(inputs.isel({dim: [0] for dim in run_dims}).compute(), thresholds)
+    shaped_like = {True: inputs["uu"], False: inputs["diverged"]}
+    template = xr.Dataset(
+        {
+            name: xr.zeros_like(shaped_like["time" in variable.dims], dtype=variable.dtype).transpose(*variable.dims)
+            for name, variable in sample.data_vars.items()
+        }
+    )
+    return xr.map_blocks(detect_runs, inputs, kwargs={"thresholds": thresholds}, template=template)
+
+
 def detect(trajectories: xr.Dataset, thresholds: Thresholds = Thresholds()) -> xr.Dataset:
     """Mechanism magnitudes, path split, flags and primary label of every run.
 
@@ -191,25 +245,19 @@ def detect(trajectories: xr.Dataset, thresholds: Thresholds = Thresholds()) -> x
     ``time``. The thresholds are stored as the attributes ``eps_c``,
     ``eps_rho``, ``eps_K``. When the grid has a ``width`` dim the width fits
     of :func:`width_scaling` are added.
+
+    Dask-backed ``trajectories`` (``io.read_netcdf(path, lazy=True)``) stream
+    through in blocks of whole runs: the per-run variables are computed here,
+    in one pass; the time-resolved ones stay lazy and are computed block by
+    block when the result is written. The values are those of the in-memory
+    computation, whatever the blocks.
     """
-    resolved = _time_resolved(trajectories)
-    final = {name.removesuffix("_t"): value.isel(time=-1, drop=True) for name, value in resolved.items()}
-    diverged = trajectories["diverged"]
-    run_dims = diverged.dims
-    labels = classify(
-        *(final[name].transpose(*run_dims).values for name in (*MAGNITUDES, "a_part", "r_part")),
-        diverged.values,
-        thresholds,
-    )
-    data_vars: dict[str, xr.DataArray] = {
-        "c_initial": resolved["c_t"].isel(time=0, drop=True),
-        "c_final": final["c"],
-        **{name: final[name] for name in (*MAGNITUDES, "a_part", "r_part")},
-        **{f"{name}_t": resolved[f"{name}_t"] for name in (*MAGNITUDES, "a_part", "r_part")},
-        **{name: xr.DataArray(value, dims=run_dims) for name, value in labels.items()},
-        "diverged": diverged,
-    }
-    ds = xr.Dataset(data_vars, coords=trajectories.coords)
+    if any(variable.chunks is not None for variable in trajectories.data_vars.values()):
+        ds = _detect_blocks(trajectories, thresholds)
+        per_run = [name for name, variable in ds.data_vars.items() if "time" not in variable.dims]
+        ds = ds.assign(ds[per_run].compute().data_vars)
+    else:
+        ds = detect_runs(trajectories, thresholds)
     for name, variable in ds.data_vars.items():
         variable.attrs = {"long_name": ATTRS[str(name)], "units": "1"}
     ds["primary"].attrs.update(

@@ -16,7 +16,7 @@ fits their log-log slopes (mean over seeds, bootstrap over seeds for the
 uncertainty) and decides the phase from those slopes alone, in the same order.
 
 *Discrete time.* Runs of the ``gd`` solver are also labelled one by one as
-converging, catapult or divergent (:func:`classify_gd`).
+converging, catapult or divergent (:func:`gd_run_labels`, :func:`classify_gd`).
 """
 
 from __future__ import annotations
@@ -286,15 +286,15 @@ def classify(fitted: xr.Dataset, settings: FitSettings = FitSettings()) -> xr.Da
 # gradient descent: converging, catapult, divergent
 
 
-def classify_gd(trajectories: xr.Dataset, rise: float = 1.1) -> xr.Dataset:
-    """Discrete-time behaviour of every GD run, and its mode over seeds.
+def gd_run_labels(trajectories: xr.Dataset, rise: float = 1.1) -> xr.Dataset:
+    """Discrete-time behaviour ``gd_phase_run`` and ``step_kernel_run`` of every GD run.
 
-    Per run: *divergent* if it diverged or its loss at the horizon is not
-    below the initial loss; *catapult* if otherwise its loss rose above
-    ``rise`` times the initial loss on the way and its kernel K_eta ends
-    smaller than it started; *converging* otherwise. Also the measured
-    ``step_kernel = dt sigma2 K_eta(0)`` (median over seeds), the quantity
-    linear-model theory compares with 2 and 4.
+    *divergent* if the run diverged or its loss at the horizon is not below
+    the initial loss; *catapult* if otherwise its loss rose above ``rise``
+    times the initial loss on the way and its kernel K_eta ends smaller than
+    it started; *converging* otherwise. ``step_kernel_run = dt sigma2
+    K_eta(0)`` is the quantity linear-model theory compares with 2 and 4.
+    Lazy when ``trajectories`` is.
     """
     loss = trajectories["loss"]
     kernel = trajectories["ntk_eta"]
@@ -303,18 +303,34 @@ def classify_gd(trajectories: xr.Dataset, rise: float = 1.1) -> xr.Dataset:
         divergent = trajectories["diverged"].astype(bool) | ~(loss.isel(time=-1) < loss0)
         rose = loss.max("time", skipna=True) > rise * loss0
         shrank = kernel.isel(time=-1) < kernel.isel(time=0)
-    per_run = xr.where(divergent, 2, xr.where(rose & shrank, 1, 0)).astype(np.int8)
-    counts = xr.concat([(per_run == code).sum("seed") for code in range(len(GD_PHASES))], dim="gd_phase_code")
-    mode = counts.argmax("gd_phase_code").astype(np.int8)
-    step_kernel = (float(trajectories["dt"]) * trajectories["sigma2"] * kernel.isel(time=0)).median("seed")
-    result = xr.Dataset(
+    runs = xr.Dataset(
         {
-            "gd_phase_run": per_run.drop_vars("time", errors="ignore"),
-            "gd_phase": mode,
-            "step_kernel": step_kernel.drop_vars("time", errors="ignore"),
+            "gd_phase_run": xr.where(divergent, 2, xr.where(rose & shrank, 1, 0)).astype(np.int8),
+            "step_kernel_run": float(trajectories["dt"]) * trajectories["sigma2"] * kernel.isel(time=0),
         }
     )
-    return result.drop_vars([name for name in result.coords if name not in result.dims])
+    return runs.drop_vars([name for name in runs.coords if name not in runs.dims])
+
+
+def gd_cells(runs: xr.Dataset) -> xr.Dataset:
+    """Per grid point: the most frequent GD label over seeds and the median ``step_kernel``."""
+    labels = runs["gd_phase_run"]
+    counts = xr.concat([(labels == code).sum("seed") for code in range(len(GD_PHASES))], dim="gd_phase_code")
+    return xr.Dataset(
+        {
+            "gd_phase_run": labels,
+            "gd_phase": counts.argmax("gd_phase_code").astype(np.int8),
+            "step_kernel": runs["step_kernel_run"].median("seed"),
+        }
+    )
+
+
+def classify_gd(trajectories: xr.Dataset, rise: float = 1.1) -> xr.Dataset:
+    """Discrete-time behaviour of every GD run (:func:`gd_run_labels`) and its mode over seeds.
+
+    Also the measured ``step_kernel = dt sigma2 K_eta(0)``, median over seeds.
+    """
+    return gd_cells(gd_run_labels(trajectories, rise).compute())
 
 
 # ---------------------------------------------------------------------------
@@ -374,8 +390,14 @@ def analyse(
     result = xr.Dataset(data, coords={d: trajectories[d].reset_coords(drop=True) for d in cells})
     attrs: dict[str, Any] = {}
 
-    if "width" in trajectories.dims and trajectories.sizes["width"] >= min_widths:
-        fitted = fit_exponents(measure(trajectories), settings)
+    fits = "width" in trajectories.dims and trajectories.sizes["width"] >= min_widths
+    gd = trajectories.attrs.get("solver") == "gd"
+    # One pass over the runs for every per-run quantity: lazily read grids stream through it.
+    per_run = xr.merge(
+        [measure(trajectories) if fits else xr.Dataset(), gd_run_labels(trajectories, gd_rise) if gd else xr.Dataset()]
+    ).compute()
+    if fits:
+        fitted = fit_exponents(per_run, settings)
         phase = classify(fitted, settings)
         agrees = phase.values == theory_codes
         result = result.merge(fitted)
@@ -393,8 +415,8 @@ def analyse(
             widths_fitted=int(trajectories.sizes["width"]),
             **{f"fit_{key}": value for key, value in asdict(settings).items()},
         )
-    if trajectories.attrs.get("solver") == "gd":
-        result = result.merge(classify_gd(trajectories, gd_rise))
+    if gd:
+        result = result.merge(gd_cells(per_run))
         result["gd_phase"].attrs.update(_flag_attrs("gradient-descent behaviour, most frequent over seeds", GD_PHASES))
         result["gd_phase_run"].attrs.update(_flag_attrs("gradient-descent behaviour of each run", GD_PHASES))
         result["step_kernel"].attrs.update(long_name="step times initial kernel dt sigma2 K_eta(0), median over seeds", units="1")

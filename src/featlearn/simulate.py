@@ -189,7 +189,8 @@ def merge_chunks(parts: Sequence[xr.Dataset]) -> xr.Dataset:
     """Put the chunks of one experiment back on its grid: dims ``(*grid, seed, time)``.
 
     Checks that the parts belong to the same experiment and configuration and
-    together cover every grid point exactly once.
+    together cover every grid point exactly once. Dask-backed parts (a lazy
+    read) give a dask-backed result: nothing but coordinates is loaded.
     """
     if not parts:
         raise ValueError("merge needs at least one chunk")
@@ -214,7 +215,7 @@ def merge_chunks(parts: Sequence[xr.Dataset]) -> xr.Dataset:
         if "point" not in variable.dims:
             return variable
         rest = [d for d in variable.dims if d != "point"]
-        values = variable.transpose("point", *rest).values
+        values = variable.transpose("point", *rest).data
         return xr.Variable((*grid.dims, *rest), values.reshape(grid.shape + values.shape[1:]), variable.attrs)
 
     grid_coords = grid.dims
