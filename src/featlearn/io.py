@@ -32,7 +32,7 @@ CONVENTIONS = "CF-1.10"
 #: variable (doubling the seeds doubled them) and split the time axis, which every
 #: per-run analysis needs whole.
 CHUNK_BYTES = 2 * 2**20
-#: HDF5 chunk cache per open netCDF variable: room for one of our chunks. The library
+#: HDF5 chunk cache per open netCDF variable: room for two of our chunks. The library
 #: default (64 MiB per variable in netCDF-C 4.10) keeps the chunks last read or written of
 #: every variable: a stage streaming eight input and a dozen output variables held ~1 GB
 #: that way.

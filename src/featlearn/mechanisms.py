@@ -224,10 +224,9 @@ def _detect_blocks(trajectories: xr.Dataset, thresholds: Thresholds) -> xr.Datas
     inputs = trajectories[list(INPUTS)].chunk({"time": -1}).unify_chunks()
     run_dims = inputs["diverged"].dims
     sample = detect_runs(inputs.isel({dim: [0] for dim in run_dims}).compute(), thresholds)
-    shaped_like = {True: inputs["uu"], False: inputs["diverged"]}
     template = xr.Dataset(
         {
-            name: xr.zeros_like(shaped_like["time" in variable.dims], dtype=variable.dtype).transpose(*variable.dims)
+            name: xr.zeros_like(inputs["uu" if "time" in variable.dims else "diverged"], dtype=variable.dtype)
             for name, variable in sample.data_vars.items()
         }
     )
