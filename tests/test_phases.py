@@ -241,7 +241,7 @@ def test_catapult_sits_where_linear_theory_puts_it():
         "time": {"stop": 400.0, "num": 201},
         "parameters": {"width": 4096, "parametrization": "ntk", "eta_u": {"prefactor": steps}, "eta_w": {"prefactor": "eta_u0"}},
     }
-    labels = phases.classify_gd(run_experiment(spec))
+    labels = phases.gd_cells(phases.gd_run_labels(run_experiment(spec)))
     step_kernel = labels["step_kernel"].values
     assert step_kernel == pytest.approx(2 * np.array(steps), rel=0.05)  # K(0) = 2 at init scale 1
     per_run = labels["gd_phase_run"].values
@@ -255,7 +255,7 @@ def test_catapult_sits_where_linear_theory_puts_it():
     assert float(run.max()) > 100 * float(run.isel(time=0)) and float(run.isel(time=-1)) < 1e-6
 
 
-def test_classify_gd_labels_synthetic_runs():
+def test_gd_labels_of_synthetic_runs():
     time = np.arange(5.0)
     loss = np.array([[1.0, 0.5, 0.2, 0.1, 0.05], [1.0, 30.0, 2.0, 0.1, 0.01], [1.0, 0.9, 0.8, 0.7, 0.6], [1.0, 10.0, 1e3, np.nan, np.nan]])
     kernel = np.array([[2.0] * 5, [3.0, 3.0, 1.5, 1.5, 1.5], [2.0, 2.2, 2.4, 2.6, 2.8], [5.0, 6.0, 7.0, np.nan, np.nan]])
@@ -267,7 +267,7 @@ def test_classify_gd_labels_synthetic_runs():
         },
         coords={"run": np.arange(4), "seed": [0], "time": time, "dt": 0.5, "sigma2": 1.0},
     )
-    labels = phases.classify_gd(ds)
+    labels = phases.gd_cells(phases.gd_run_labels(ds))
     assert [phases.GD_PHASES[c] for c in labels["gd_phase"].values] == ["converging", "catapult", "converging", "divergent"]
     assert labels["step_kernel"].values == pytest.approx([1.0, 1.5, 1.0, 2.5])
 

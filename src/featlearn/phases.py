@@ -16,7 +16,7 @@ fits their log-log slopes (mean over seeds, bootstrap over seeds for the
 uncertainty) and decides the phase from those slopes alone, in the same order.
 
 *Discrete time.* Runs of the ``gd`` solver are also labelled one by one as
-converging, catapult or divergent (:func:`gd_run_labels`, :func:`classify_gd`).
+converging, catapult or divergent (:func:`gd_run_labels`, :func:`gd_cells`).
 """
 
 from __future__ import annotations
@@ -325,14 +325,6 @@ def gd_cells(runs: xr.Dataset) -> xr.Dataset:
     )
 
 
-def classify_gd(trajectories: xr.Dataset, rise: float = 1.1) -> xr.Dataset:
-    """Discrete-time behaviour of every GD run (:func:`gd_run_labels`) and its mode over seeds.
-
-    Also the measured ``step_kernel = dt sigma2 K_eta(0)``, median over seeds.
-    """
-    return gd_cells(gd_run_labels(trajectories, rise).compute())
-
-
 # ---------------------------------------------------------------------------
 # the whole analysis of one experiment
 
@@ -376,7 +368,7 @@ def analyse(
     values: the fitted exponents, the empirical ``phase``, the per-cell
     ``agrees`` and the attribute ``agreement``, with the disagreeing cells
     listed in the attribute ``disagreeing_cells``. With the gd solver: the
-    per-run and per-cell discrete-time labels of :func:`classify_gd`.
+    per-run and per-cell discrete-time labels of :func:`gd_run_labels` and :func:`gd_cells`.
     """
     cells = [d for d in trajectories["beta"].dims if d not in ("width", "seed", "time")]
     exps = [_cell_exponents(trajectories, cells)[n] for n in ("a", "b_u", "b_w", "c_u", "c_w", "rho")]
