@@ -5,15 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 CONFIG ?= config/config.yaml
-SNAKEMAKE := $(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES)
+# The workflow profile (workflow/profiles/default) is loaded by Snakemake itself.
+SNAKEMAKE := $(BIN)/snakemake --cores $(CORES)
 
-.PHONY: install reproduce report archive smoke test bench clean
+.PHONY: install reproduce report archive smoke lint test bench clean
 
 # (Re)create the virtual environment when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[nonlinear,test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -37,8 +38,14 @@ archive: $(STAMP)
 smoke: $(STAMP)
 	$(SNAKEMAKE) --configfile config/smoke.yaml
 
-## The test suite.
-test: $(STAMP)
+## Lint and format checks of the Python sources and the workflow (no file is changed).
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/snakefmt --check workflow
+
+## The test suite (after the lint checks).
+test: lint
 	$(BIN)/python -m pytest
 
 ## Speed benchmarks (ratios against a baseline measured in the same run).

@@ -37,8 +37,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from featlearn import config as cfg
-from featlearn import solvers, theory
+from featlearn import grid, simulation, solvers, theory, validation
 from featlearn.theory import Gram, Hyperparameters
 
 WIDTH = 10_000
@@ -71,12 +70,12 @@ BENCH_CONFIG = {
 
 def setup() -> tuple[Gram, tuple[np.ndarray, np.ndarray], Hyperparameters, np.ndarray]:
     """Initial Gram entries and vectors, hyperparameters (one entry per configuration) and record times."""
-    experiment = cfg.Experiment.from_config(cfg.validate(BENCH_CONFIG), "bench")
+    experiment = grid.Experiment.from_config(validation.validate(BENCH_CONFIG), "bench")
     us, ws, hypers = [], [], []
     for index in range(experiment.grid.size):
         values = experiment.hyperparameters(index)
         for seed in range(experiment.seeds):
-            rng = cfg.rng_for(values, experiment.init, seed)
+            rng = simulation.rng_for(values, experiment.init, seed)
             u, w = theory.sample_vectors(rng, WIDTH, values["sigma_u"], values["sigma_w"], values["rho"], 1)
             us.append(u[0])
             ws.append(w[0])
@@ -162,9 +161,13 @@ def main() -> None:
     results, seconds = timings(methods)
     # The methods computed the same trajectories.
     print("agreement (largest relative gap of the Gram entries):")
-    print(f"  gd_gram vs gd_explicit           {relative_gap(results['gd_gram'], results['gd_explicit']):.1e}  (same map: rounding)")
-    print(f"  ode_per_config vs closed form    {relative_gap(results['ode_per_config'], results['flow_closed_form']):.1e}  (ODE tolerance)")
-    print(f"  gd_gram vs closed-form flow      {relative_gap(results['gd_gram'], results['flow_closed_form']):.1e}  (GD is O(dt) from the flow)\n")
+    for left, right, note in (
+        ("gd_gram", "gd_explicit", "same map: rounding"),
+        ("ode_per_config", "flow_closed_form", "ODE tolerance"),
+        ("gd_gram", "flow_closed_form", "GD is O(dt) from the flow"),
+    ):
+        print(f"  {left} vs {right}".ljust(36) + f"{relative_gap(results[left], results[right]):.1e}  ({note})")
+    print()
 
     baseline = seconds["ode_per_config"]
     header = f"{'method':<18} {'s / call':>10} {'spread':>7} {'traj-steps/s':>13} {'speedup vs ode_per_config':>27}"

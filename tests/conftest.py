@@ -12,8 +12,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: What a workflow run needs besides the installed featlearn package (rules name environment.yml for --use-conda).
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "environment.yml")
+#: What a workflow run needs besides the installed featlearn package (the rules' conda
+#: environments are under workflow/envs).
+WORKFLOW_FILES = ("workflow", "config")
 
 Runner = Callable[..., subprocess.CompletedProcess]
 

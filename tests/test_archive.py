@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import importlib.metadata
 import io as _io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,14 +35,13 @@ def fake_run(root: Path) -> Path:
     (results / "figures").mkdir()
     (results / "figures" / "fig.png").write_bytes(b"\x89PNG not really")
     (results / ".trajectories.nc.abc.tmp").write_bytes(b"a write in progress")
-    metadata = root / ".snakemake" / "metadata"
-    metadata.mkdir(parents=True)
-    record = {"rule": "merge", "shellcmd": "featlearn merge a.nc --output results/exp/trajectories.nc",
-              "starttime": 1_700_000_000.0, "endtime": 1_700_000_042.0, "job_hash": 1}  # fmt: skip
-    name = base64.urlsafe_b64encode(b"results/exp/trajectories.nc").decode()
-    (metadata / name).write_text(json.dumps(record))
+    # The benchmark file of the job (Snakemake's format), written when the job ended.
+    benchmark = root / "logs" / "benchmarks" / "merge" / "exp.tsv"
+    benchmark.parent.mkdir(parents=True)
+    benchmark.write_text("s\th:m:s\tmax_rss\tmax_vms\tcpu_time\n42.0000\t0:00:42\t120.5\t300.0\tNA\n")
+    os.utime(benchmark, (1_700_000_042.0, 1_700_000_042.0))
     log = root / ".snakemake" / "log" / "2026-01-01T000000.000000.snakemake.log"
-    log.parent.mkdir()
+    log.parent.mkdir(parents=True)
     log.write_text("SNAKEMAKE\n  Command: snakemake --cores 2\n")
     (root / "given.yaml").write_text("experiments: {}\n")
     return results
@@ -100,8 +99,10 @@ def test_manifest_is_sha256sum_format(packed, tmp_path):
         pytest.skip("sha256sum not installed")
     with tarfile.open(packed) as tar:
         tar.extractall(tmp_path / "unpacked", filter="data")
-    check = subprocess.run(["sha256sum", "--check", "--strict", "MANIFEST.sha256"], cwd=tmp_path / "unpacked" / "results",
-                           capture_output=True, text=True)  # fmt: skip
+    unpacked = tmp_path / "unpacked" / "results"
+    check = subprocess.run(
+        ["sha256sum", "--check", "--strict", "MANIFEST.sha256"], cwd=unpacked, capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -112,8 +113,19 @@ def test_provenance(packed):
     assert isinstance(record["git"]["dirty"], bool)
     assert record["git"]["commit"] == io.git_commit().removesuffix("-dirty")
     assert record["commands"]["snakemake"][0]["command"] == "snakemake --cores 2"
-    assert record["stages"] == {"merge": {"jobs": 1, "start": "2023-11-14T22:13:20+00:00", "end": "2023-11-14T22:14:02+00:00"}}
-    assert record["jobs"][0]["outputs"] == ["results/exp/trajectories.nc"]
+    stage = {"jobs": 1, "seconds": 42.0, "start": "2023-11-14T22:13:20+00:00", "end": "2023-11-14T22:14:02+00:00"}
+    assert record["stages"] == {"merge": stage}
+    # cpu_time NA (the job ended before it was sampled) is left out, not stored as a string.
+    assert record["jobs"] == [
+        {
+            "rule": "merge",
+            "job": "exp",
+            "seconds": 42.0,
+            "start": stage["start"],
+            "end": stage["end"],
+            "max_rss_mb": 120.5,
+        }
+    ]
     assert record["platform"]["python"] == sys.version
 
 
@@ -135,7 +147,9 @@ def test_ro_crate_describes_every_file(packed):
 
 
 def run_verify(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "featlearn", "verify", str(path)], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "featlearn", "verify", str(path)], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_verify_accepts_the_archive(packed):
@@ -156,8 +170,14 @@ def flip_byte(name, content):
     ("change", "message"),
     [
         (flip_byte, "checksum mismatch: exp/trajectories.nc"),
-        (lambda name, content: None if name == "results/figures/fig.png" else content, "missing file (listed in MANIFEST.sha256): figures/fig.png"),
-        (lambda name, content: {"results/extra.nc": b"x"} if name is None else content, "extra file (not in MANIFEST.sha256): extra.nc"),
+        (
+            lambda name, content: None if name == "results/figures/fig.png" else content,
+            "missing file (listed in MANIFEST.sha256): figures/fig.png",
+        ),
+        (
+            lambda name, content: {"results/extra.nc": b"x"} if name is None else content,
+            "extra file (not in MANIFEST.sha256): extra.nc",
+        ),
         (lambda name, content: None if name == "results/MANIFEST.sha256" else content, "no MANIFEST.sha256"),
     ],
     ids=["flipped-byte", "missing-file", "extra-file", "no-manifest"],
@@ -186,8 +206,18 @@ def test_verify_refuses_a_damaged_file(packed, tmp_path):
 
 
 def test_archive_of_a_missing_folder_is_a_one_line_error(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "featlearn", "archive", str(tmp_path / "nope"), "--output", "x.tar.gz"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "featlearn",
+        "archive",
+        str(tmp_path / "nope"),
+        "--output",
+        "x.tar.gz",
+        "--settings",
+        "{}",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
 
@@ -198,7 +228,9 @@ def test_archive_rule_packs_the_run_and_a_restore_is_up_to_date(smoke_run, tmp_p
 
     run = Path(shutil.copytree(smoke_run, tmp_path / "run", symlinks=True))
     snakemake = [sys.executable, "-m", "snakemake", "--cores", "2"]
-    result = subprocess.run([*snakemake, "archive", "--configfile", SMOKE_CONFIG], cwd=run, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*snakemake, "archive", "--configfile", SMOKE_CONFIG], cwd=run, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     packed = run / "results" / "featlearn-archive.tar.gz"
     assert "files verified" in (run / "logs" / "archive" / "archive.log").read_text()
@@ -208,7 +240,13 @@ def test_archive_rule_packs_the_run_and_a_restore_is_up_to_date(smoke_run, tmp_p
     for suffix in (".nc", ".png", ".pdf"):
         wanted = {name for name in produced if name.endswith(suffix)}
         assert wanted and wanted <= names, suffix
-    assert {"config/given/smoke.yaml", "config/resolved.yaml", "provenance.json", "ro-crate-metadata.json", "MANIFEST.sha256"} <= names
+    assert {
+        "config/given/smoke.yaml",
+        "config/resolved.yaml",
+        "provenance.json",
+        "ro-crate-metadata.json",
+        "MANIFEST.sha256",
+    } <= names
     stages = json.loads(members(packed)["results/provenance.json"])["stages"]
     assert {"resolve_experiment", "simulate", "merge"} <= stages.keys()
 
@@ -216,6 +254,8 @@ def test_archive_rule_packs_the_run_and_a_restore_is_up_to_date(smoke_run, tmp_p
     clone = copy_workflow(tmp_path / "clone")
     with tarfile.open(packed) as tar:
         tar.extractall(clone, filter="data")
-    plan = subprocess.run([*snakemake, "-n", "--configfile", SMOKE_CONFIG], cwd=clone, capture_output=True, text=True, timeout=180)
+    plan = subprocess.run(
+        [*snakemake, "-n", "--configfile", SMOKE_CONFIG], cwd=clone, capture_output=True, text=True, timeout=180
+    )
     assert plan.returncode == 0, plan.stderr[-4000:]
     assert "Nothing to be done" in plan.stdout + plan.stderr, (plan.stdout + plan.stderr)[-4000:]

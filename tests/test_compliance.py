@@ -17,8 +17,7 @@ import pytest
 from compliance_checker.base import BaseCheck
 from compliance_checker.runner import CheckSuite
 
-from featlearn import config as cfg
-from featlearn import io, simulate
+from featlearn import grid, io, simulation, validation
 
 REPO = Path(__file__).resolve().parents[1]
 CF = "cf:1.10"
@@ -61,10 +60,12 @@ def missing_attributes(path: Path) -> list[str]:
 
 def test_checker_finds_a_missing_units_attribute(suite, tmp_path):
     # The check itself can fail: a variable stripped of its units is reported.
-    smoke = cfg.load(str(REPO / "config" / "smoke.yaml"))
+    smoke = validation.load(str(REPO / "config" / "smoke.yaml"))
     name = next(iter(smoke["experiments"]))
-    experiment = cfg.Experiment.from_config(cfg.experiment_config(smoke, name), name)
-    ds = simulate.merge_chunks([simulate.simulate_chunk(experiment, 0, 1, config=cfg.experiment_config(smoke, name))])
+    experiment = grid.Experiment.from_config(validation.experiment_config(smoke, name), name)
+    ds = simulation.merge_chunks(
+        [simulation.simulate_chunk(experiment, 0, 1, config=validation.experiment_config(smoke, name))]
+    )
     io.write_netcdf(ds, tmp_path / "good.nc")
     assert high_priority_failures(suite, tmp_path / "good.nc") == []
     assert missing_attributes(tmp_path / "good.nc") == []

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from featlearn import config as cfg
-from featlearn import io
+from featlearn import grid, io, validation
+from featlearn.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,8 +46,8 @@ def modified(**changes: Any) -> dict[str, Any]:
 
 
 def rejection(config: Any) -> str:
-    with pytest.raises(cfg.ConfigError) as caught:
-        cfg.validate(config)
+    with pytest.raises(ConfigError) as caught:
+        validation.validate(config)
     return str(caught.value)
 
 
@@ -87,7 +87,11 @@ MALFORMED = {
         ["minimum of -1"],
     ),
     "empty_sweep": (modified(experiments__x__parameters__kappa=[]), "experiments.x.parameters.kappa", ["non-empty"]),
-    "empty_width_sweep": (modified(experiments__x__parameters__width=[]), "experiments.x.parameters.width", ["non-empty"]),
+    "empty_width_sweep": (
+        modified(experiments__x__parameters__width=[]),
+        "experiments.x.parameters.width",
+        ["non-empty"],
+    ),
     "unknown_top_level_key": (modified(experiment={}), "(top level)", ["'experiment'", "experiments, figures"]),
     "unknown_experiment_key": (modified(experiments__x__step=0.1), "experiments.x", ["'step'", "dt"]),
     "unknown_parameter": (
@@ -180,15 +184,17 @@ def test_float_written_without_decimal_point_gets_a_hint(text, field, hint):
 
 
 def test_dt_written_as_string_gets_a_hint():
-    config = yaml.safe_load("experiments: {x: {solver: gd, dt: 1e-3, time: {stop: 1.0, num: 5}, parameters: {width: 10}}}")
+    config = yaml.safe_load(
+        "experiments: {x: {solver: gd, dt: 1e-3, time: {stop: 1.0, num: 5}, parameters: {width: 10}}}"
+    )
     message = rejection(config)
     assert "experiments.x.dt:" in message and "1.0e-3" in message
 
 
 def test_every_problem_is_listed():
     config = modified(experiments__x__seeds=0, experiments__x__parameters__rho=2.0)
-    with pytest.raises(cfg.ConfigError) as caught:
-        cfg.validate(config)
+    with pytest.raises(ConfigError) as caught:
+        validation.validate(config)
     assert len(caught.value.problems) == 2
     assert any(p.startswith("experiments.x.seeds:") for p in caught.value.problems)
     assert any(p.startswith("experiments.x.parameters.rho:") for p in caught.value.problems)
@@ -206,7 +212,7 @@ def test_valid_config_round_trip_fills_defaults(tmp_path):
         "parameters": {"width": [10, 100], "parametrization": "ntk", "eta_u": {"prefactor": [0.5, 1.0]}},
     }
     original = copy.deepcopy(config)
-    resolved = cfg.validate(config)
+    resolved = validation.validate(config)
     assert config == original, "validate must not modify its argument"
     assert resolved["simulation"] == {"chunks": 4}
     assert resolved["figures"] == {}
@@ -214,25 +220,29 @@ def test_valid_config_round_trip_fills_defaults(tmp_path):
     assert (flow["seeds"], flow["init"], flow["dt"], flow["time"]["spacing"]) == (4, "gram", 0.0, "linear")
     assert resolved["experiments"]["x"]["seeds"] == 2, "given values are kept"
     # Resolving is idempotent, and survives a YAML round trip through featlearn.io.
-    assert cfg.validate(resolved) == resolved
+    assert validation.validate(resolved) == resolved
     io.write_yaml(resolved, tmp_path / "resolved.yaml")
-    assert cfg.load(str(tmp_path / "resolved.yaml")) == resolved
-    assert cfg.experiment_config(resolved, "y")["experiments"] == {"y": flow}
+    assert validation.load(str(tmp_path / "resolved.yaml")) == resolved
+    assert validation.experiment_config(resolved, "y")["experiments"] == {"y": flow}
 
 
 def test_grid_of_a_resolved_experiment():
-    config = cfg.validate(
+    config = validation.validate(
         {
             "experiments": {
                 "y": {
                     "solver": "flow",
                     "time": {"stop": 2.0, "num": 3},
-                    "parameters": {"parametrization": "mean_field", "width": [10, 100], "eta_u": {"prefactor": [0.5, 1.0]}},
+                    "parameters": {
+                        "parametrization": "mean_field",
+                        "width": [10, 100],
+                        "eta_u": {"prefactor": [0.5, 1.0]},
+                    },
                 }
             }
         }
     )
-    experiment = cfg.Experiment.from_config(config, "y")
+    experiment = grid.Experiment.from_config(config, "y")
     assert experiment.grid.dims == ("width", "eta_u0")
     assert experiment.grid.shape == (2, 2)
     values = experiment.hyperparameters(3)  # width 100, eta_u0 1.0
@@ -248,17 +258,17 @@ def test_grid_of_a_resolved_experiment():
 
 @pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml"])
 def test_shipped_configs_are_valid(name):
-    resolved = cfg.load(str(REPO / "config" / name))
+    resolved = validation.load(str(REPO / "config" / name))
     assert resolved["experiments"]
 
 
 def test_non_mapping_file_is_rejected(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- 1\n- 2\n")
-    with pytest.raises(cfg.ConfigError, match="does not hold a mapping"):
-        cfg.load(str(path))
+    with pytest.raises(ConfigError, match="does not hold a mapping"):
+        validation.load(str(path))
 
 
 def test_unknown_experiment_is_named():
-    with pytest.raises(cfg.ConfigError, match=r"experiments\.nope: no such experiment \(known: x\)"):
-        cfg.experiment_config(cfg.validate(minimal()), "nope")
+    with pytest.raises(ConfigError, match=r"experiments\.nope: no such experiment \(known: x\)"):
+        validation.experiment_config(validation.validate(minimal()), "nope")

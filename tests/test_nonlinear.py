@@ -11,9 +11,9 @@ import pytest
 import torch
 import xarray as xr
 
-from featlearn import config as cfg
-from featlearn import io
-from featlearn import solvers, theory
+import featlearn as fl
+from featlearn import io, solvers, theory, validation
+from featlearn.errors import ConfigError
 from featlearn.nonlinear import data, mechanisms, metrics, models, train
 from featlearn.nonlinear.train import run_experiment
 
@@ -48,7 +48,7 @@ def experiment(**overrides) -> dict:
     spec.update(overrides)
     # validated as part of a whole configuration: the schema's defaults and checks apply
     config = {**io.read_yaml(SMOKE_CONFIG), "nonlinear": {"experiments": {"x": spec}}}
-    resolved = cfg.validate(config)
+    resolved = validation.validate(config)
     return resolved["nonlinear"]["experiments"]["x"]
 
 
@@ -98,7 +98,11 @@ def test_linear_network_ntk_is_the_spec_kernel():
     sizes = [1, width, 1]
     scaling = models.layer_scaling("ntk", sizes)
     model = models.init_network(
-        sizes, "linear", [scaling] * 2, [1.0, 0.5], [torch.Generator().manual_seed(s) for s in (1, 2)],
+        sizes,
+        "linear",
+        [scaling] * 2,
+        [1.0, 0.5],
+        [torch.Generator().manual_seed(s) for s in (1, 2)],
         dtype=torch.float64,
     )
     probe = torch.tensor([[0.5], [-1.0], [2.0]], dtype=torch.float64)
@@ -125,7 +129,11 @@ def test_empirical_ntk_matches_finite_differences():
     sizes = [3, 5, 4, 2]
     scalings = [models.layer_scaling(p, sizes) for p in ("ntk", "mean_field")]
     model = models.init_network(
-        sizes, "swish", scalings, [1.0, 2.0], [torch.Generator().manual_seed(s) for s in (5, 6)],
+        sizes,
+        "swish",
+        scalings,
+        [1.0, 2.0],
+        [torch.Generator().manual_seed(s) for s in (5, 6)],
         dtype=torch.float64,
     )
     probe = torch.randn(4, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
@@ -212,7 +220,9 @@ def test_cifar10_reader(tmp_path):
     mean_image = pool.mean(axis=0)
     scale = (pool - mean_image).std()
     for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)):
-        references = (pool, pool_labels) if x is ds.x_train else (written["test_batch"][0] / 255.0, written["test_batch"][1])
+        references = (
+            (pool, pool_labels) if x is ds.x_train else (written["test_batch"][0] / 255.0, written["test_batch"][1])
+        )
         expected = (references[0] - mean_image) / scale
         # every sample is one of the written images, standardised, and carries that image's label
         distances = np.abs(x[:, None, :] - expected[None, :, :]).max(axis=-1)
@@ -299,7 +309,10 @@ def test_disalignment_setting_starts_coherent_and_loses_alignment():
 def test_mechanism_flags_follow_the_thresholds():
     ds = xr.Dataset(
         {
-            "zeta": (("run", "step", "layer"), [[[0.1, np.nan], [0.6, np.nan]], [[0.5, np.nan], [0.1, np.nan]], [[0.1, np.nan], [0.9, np.nan]]]),
+            "zeta": (
+                ("run", "step", "layer"),
+                [[[0.1, np.nan], [0.6, np.nan]], [[0.5, np.nan], [0.1, np.nan]], [[0.1, np.nan], [0.9, np.nan]]],
+            ),
             "rho": (("run", "step", "layer"), [[[0, 0], [0.05, 0.5]], [[0, 0], [0.0, 0.0]], [[0, 0], [1.0, 1.0]]]),
             "ntk_change": (("run", "step"), [[0, 0.5], [0, 0.3], [0, 0.01]]),
         }
@@ -316,18 +329,19 @@ def test_bad_combinations_are_rejected():
         run_experiment(experiment(loss="cross_entropy"))
     with pytest.raises(ValueError, match="lr_multipliers"):
         run_experiment(experiment(lr_multipliers=[1.0, 1.0, 1.0]))
-    with pytest.raises(cfg.ConfigError, match="activation"):
+    with pytest.raises(ConfigError, match="activation"):
         experiment(activation=["tanh"])
-    with pytest.raises(cfg.ConfigError, match="init_scale"):
+    with pytest.raises(ConfigError, match="init_scale"):
         experiment(init_scale=[0.0])
 
 
 def test_figures_draw_from_a_small_run():
-    from featlearn import figures
 
     settings = {"alignment": {"init_correlation": 0.0}, "disalignment": {"init_correlation": 0.5}}
     ds = run_experiment(
-        experiment(activation=["linear", "relu"], width=[8, 16], init_scale=[0.5, 1.0], settings=settings, seeds=1, steps=5)
+        experiment(
+            activation=["linear", "relu"], width=[8, 16], init_scale=[0.5, 1.0], settings=settings, seeds=1, steps=5
+        )
     )
     ds.attrs["experiment"] = "small"
     classification = run_experiment(
@@ -340,10 +354,10 @@ def test_figures_draw_from_a_small_run():
         )
     )
     drawn = [
-        figures.draw("nonlinear_zeta", [ds]),
-        figures.draw("nonlinear_zeta", [classification]),
-        figures.draw("nonlinear_ntk_width", [ds]),
-        figures.draw("nonlinear_accuracy", [classification, classification]),
-        figures.draw("nonlinear_mechanisms", [ds, classification], eps_c=0.1, eps_rho=0.1, eps_K=0.1),
+        fl.figure("nonlinear_zeta", nonlinear=ds),
+        fl.figure("nonlinear_zeta", nonlinear=classification),
+        fl.figure("nonlinear_ntk_width", nonlinear=ds),
+        fl.figure("nonlinear_accuracy", nonlinear=[classification, classification]),
+        fl.figure("nonlinear_mechanisms", nonlinear=[ds, classification], eps_c=0.1, eps_rho=0.1, eps_K=0.1),
     ]
     assert all(len(figure.axes) > 0 for figure in drawn)

@@ -14,13 +14,12 @@ import matplotlib.image
 import numpy as np
 import pytest
 import xarray as xr
-import yaml
 
-from featlearn import config as cfg
-from featlearn import io, simulate
+from featlearn import grid, io, simulation, validation
+from featlearn.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
-SMOKE = cfg.load(str(REPO / "config" / "smoke.yaml"))
+SMOKE = validation.load(str(REPO / "config" / "smoke.yaml"))
 
 #: The first smoke experiment of each solver.
 SMOKE_BY_SOLVER = {
@@ -34,7 +33,16 @@ CONTRACT_COORDS = (
     "width", "kappa", "sigma_u", "sigma_w", "eta_u", "eta_w", "rho", "beta_star", "sigma2",
     "a", "b_u", "b_w", "c_u", "c_w", "dt",
 )  # fmt: skip
-CONTRACT_ATTRS = ("title", "Conventions", "featlearn_version", "git_commit", "config_sha256", "created", "solver", "experiment")
+CONTRACT_ATTRS = (
+    "title",
+    "Conventions",
+    "featlearn_version",
+    "git_commit",
+    "config_sha256",
+    "created",
+    "solver",
+    "experiment",
+)
 
 
 def without_created(ds: xr.Dataset) -> xr.Dataset:
@@ -55,16 +63,16 @@ def quiet(_message: str) -> None:
 @functools.cache
 def smoke_chunks(name: str, chunks: int) -> tuple[xr.Dataset, ...]:
     """The chunks of smoke experiment ``name`` (cached: the tests below only read them)."""
-    config = cfg.experiment_config(SMOKE, name)
-    experiment = cfg.Experiment.from_config(config, name)
-    return tuple(simulate.simulate_chunk(experiment, i, chunks, config=config, progress=quiet) for i in range(chunks))
+    config = validation.experiment_config(SMOKE, name)
+    experiment = grid.Experiment.from_config(config, name)
+    return tuple(simulation.simulate_chunk(experiment, i, chunks, config=config, progress=quiet) for i in range(chunks))
 
 
 @pytest.mark.parametrize("solver", SMOKE_BY_SOLVER)
 def test_three_chunks_merge_like_one(solver, tmp_path):
     name = SMOKE_BY_SOLVER[solver]
-    one = simulate.merge_chunks(smoke_chunks(name, 1))
-    three = simulate.merge_chunks(smoke_chunks(name, 3))
+    one = simulation.merge_chunks(smoke_chunks(name, 1))
+    three = simulation.merge_chunks(smoke_chunks(name, 3))
     assert one.attrs["solver"] == solver
     xr.testing.assert_identical(without_created(one), without_created(three))
 
@@ -78,39 +86,39 @@ def test_three_chunks_merge_like_one(solver, tmp_path):
 @pytest.mark.parametrize("solver", SMOKE_BY_SOLVER)
 def test_chunks_out_of_order_merge_the_same(solver):
     parts = smoke_chunks(SMOKE_BY_SOLVER[solver], 3)
-    in_order = simulate.merge_chunks(parts)
-    shuffled = simulate.merge_chunks([parts[2], parts[0], parts[1]])
+    in_order = simulation.merge_chunks(parts)
+    shuffled = simulation.merge_chunks([parts[2], parts[0], parts[1]])
     xr.testing.assert_identical(without_created(in_order), without_created(shuffled))
 
 
 def test_missing_chunk_is_refused():
     parts = smoke_chunks(SMOKE_BY_SOLVER["gd"], 3)
-    size = cfg.Experiment.from_config(SMOKE, SMOKE_BY_SOLVER["gd"]).grid.size
+    size = grid.Experiment.from_config(SMOKE, SMOKE_BY_SOLVER["gd"]).grid.size
     missing = list(range(1, size, 3))
-    with pytest.raises(ValueError, match=re.escape(f"{size} points expected, missing {missing}")):
-        simulate.merge_chunks([parts[0], parts[2]])
+    with pytest.raises(InputError, match=re.escape(f"{size} points expected, missing {missing}")):
+        simulation.merge_chunks([parts[0], parts[2]])
 
 
 def test_repeated_chunk_is_refused():
     parts = smoke_chunks(SMOKE_BY_SOLVER["gd"], 3)
-    with pytest.raises(ValueError, match=r"missing \[\], repeated \[1, 4"):
-        simulate.merge_chunks([*parts, parts[1]])
+    with pytest.raises(InputError, match=r"missing \[\], repeated \[1, 4"):
+        simulation.merge_chunks([*parts, parts[1]])
 
 
 def test_chunk_of_another_configuration_is_refused():
     name = SMOKE_BY_SOLVER["gd"]
     parts = smoke_chunks(name, 3)
-    other = cfg.experiment_config(SMOKE, name)
+    other = validation.experiment_config(SMOKE, name)
     other["experiments"][name]["dt"] /= 2
-    stranger = simulate.simulate_chunk(cfg.Experiment.from_config(other, name), 1, 3, config=other, progress=quiet)
-    with pytest.raises(ValueError, match="chunks disagree on config_sha256"):
-        simulate.merge_chunks([parts[0], stranger, parts[2]])
+    stranger = simulation.simulate_chunk(grid.Experiment.from_config(other, name), 1, 3, config=other, progress=quiet)
+    with pytest.raises(InputError, match="chunks disagree on config_sha256"):
+        simulation.merge_chunks([parts[0], stranger, parts[2]])
 
 
 def test_chunk_of_another_experiment_is_refused():
     gd, flow = smoke_chunks(SMOKE_BY_SOLVER["gd"], 3), smoke_chunks(SMOKE_BY_SOLVER["flow"], 3)
-    with pytest.raises(ValueError, match="chunks disagree on experiment"):
-        simulate.merge_chunks([gd[0], flow[1], gd[2]])
+    with pytest.raises(InputError, match="chunks disagree on experiment"):
+        simulation.merge_chunks([gd[0], flow[1], gd[2]])
 
 
 # ---------------------------------------------------------------------------
@@ -118,7 +126,7 @@ def test_chunk_of_another_experiment_is_refused():
 
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
-    ds = simulate.merge_chunks(smoke_chunks(SMOKE_BY_SOLVER["flow"], 1))
+    ds = simulation.merge_chunks(smoke_chunks(SMOKE_BY_SOLVER["flow"], 1))
     written = []
 
     def write_half_then_fail(self, path, *args, **kwargs):
@@ -147,10 +155,12 @@ def test_killed_simulation_leaves_no_output_and_reruns_identically(tmp_path, run
             }
         }
     }
-    config_path = tmp_path / "slow.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    resolved = validation.experiment_config(validation.validate(config), "slow")
+    settings_path = tmp_path / "slow.yaml"
+    io.write_yaml(resolved, settings_path)
     output = tmp_path / "results" / "trajectories.nc"
-    command = [sys.executable, "-m", "featlearn", "simulate", str(config_path), "--experiment", "slow", "--output", str(output)]
+    simulate = ["simulate", "--settings", f"@{settings_path}", "--chunk", "0", "--chunks", "1", "--output", str(output)]
+    command = [sys.executable, "-m", "featlearn", *simulate]
 
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
@@ -166,10 +176,9 @@ def test_killed_simulation_leaves_no_output_and_reruns_identically(tmp_path, run
     leftovers = list(output.parent.iterdir()) if output.parent.exists() else []
     assert all(p.name.startswith(".trajectories.nc.") and p.name.endswith(".tmp") for p in leftovers), leftovers
 
-    rerun = run_featlearn("simulate", str(config_path), "--experiment", "slow", "--output", str(output))
+    rerun = run_featlearn(*simulate)
     assert rerun.returncode == 0, rerun.stderr
-    resolved = cfg.experiment_config(cfg.load(str(config_path)), "slow")
-    fresh = simulate.simulate_chunk(cfg.Experiment.from_config(resolved, "slow"), config=resolved, progress=quiet)
+    fresh = simulation.simulate_chunk(grid.Experiment.from_config(resolved, "slow"), config=resolved, progress=quiet)
     io.write_netcdf(fresh, tmp_path / "fresh.nc")
     result = io.read_netcdf(output)
     assert result.sizes == {"point": 4, "seed": 4, "time": 7}
@@ -200,13 +209,13 @@ def test_cli_help(run_featlearn):
 
 def test_cli_unknown_experiment_is_one_line_exit_2(run_featlearn, tmp_path):
     result = run_featlearn(
-        "simulate", str(REPO / "config" / "smoke.yaml"), "--experiment", "nope", "--output", str(tmp_path / "x.nc")
+        "validate", str(REPO / "config" / "smoke.yaml"), "--experiment", "nope", "--output", "x.yaml"
     )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "experiments.nope: no such experiment" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "x.nc").exists()
+    assert not (tmp_path / "x.yaml").exists()
 
 
 def test_cli_validate_bad_file_exits_2_naming_the_field(run_featlearn, tmp_path):
@@ -223,7 +232,7 @@ def test_cli_validate_writes_the_resolved_experiment(run_featlearn, tmp_path):
         "validate", str(REPO / "config" / "smoke.yaml"), "--experiment", name, "--output", "resolved.yaml"
     )
     assert result.returncode == 0, result.stderr
-    assert io.read_yaml(tmp_path / "resolved.yaml") == cfg.experiment_config(SMOKE, name)
+    assert io.read_yaml(tmp_path / "resolved.yaml") == validation.experiment_config(SMOKE, name)
 
 
 # ---------------------------------------------------------------------------
@@ -238,7 +247,7 @@ def test_workflow_rejects_a_bad_config_before_any_job(workflow_copy, run_snakema
     assert not (workflow_copy / "results").exists()
 
 
-def check_trajectories(ds: xr.Dataset, experiment: cfg.Experiment) -> None:
+def check_trajectories(ds: xr.Dataset, experiment: grid.Experiment) -> None:
     """The data contract of trajectories.nc, and values that make sense."""
     assert ds.attrs["experiment"] == experiment.name
     assert ds.attrs["solver"] == experiment.solver
@@ -279,14 +288,16 @@ def test_smoke_dag_end_to_end(smoke_run, run_snakemake):
     results = smoke_run / "results"
     datasets = {}
     for name in SMOKE["experiments"]:
-        experiment = cfg.Experiment.from_config(SMOKE, name)
+        experiment = grid.Experiment.from_config(SMOKE, name)
         path = results / name / "trajectories.nc"
         assert path.is_file(), path
         datasets[name] = io.read_netcdf(path)
         check_trajectories(datasets[name], experiment)
 
     # Solvers that share initial vectors give the same trajectories.
-    by_solver = {datasets[name].attrs["solver"]: datasets[name] for name in SMOKE["figures"]["solver_comparison"]["experiments"]}
+    by_solver = {
+        datasets[name].attrs["solver"]: datasets[name] for name in SMOKE["figures"]["solver_comparison"]["experiments"]
+    }
     gd, explicit, flow = by_solver["gd"], by_solver["explicit"], by_solver["flow"]
     for ds in by_solver.values():
         check_learning_run(ds)

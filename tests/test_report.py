@@ -13,8 +13,6 @@ import pytest
 import yaml
 
 
-
-
 @pytest.mark.slow
 def test_report_has_every_figure_with_caption_and_the_config(smoke_run, tmp_path):
     run = Path(shutil.copytree(smoke_run, tmp_path / "run", symlinks=True))
@@ -27,7 +25,9 @@ def test_report_has_every_figure_with_caption_and_the_config(smoke_run, tmp_path
     html = report.read_text()
 
     # Each result is embedded as a JSON object with its file name and rendered caption.
-    captions = {name: caption for name, caption in re.findall(r'"filename": "([^"]+)".*?"caption": "((?:[^"\\]|\\.)*)"', html)}
+    captions = {
+        name: caption for name, caption in re.findall(r'"filename": "([^"]+)".*?"caption": "((?:[^"\\]|\\.)*)"', html)
+    }
     figures = sorted(path.name for path in (run / "results" / "figures").glob("*.png"))
     assert figures
     for figure in figures:
@@ -54,5 +54,7 @@ def test_figure_captions_are_valid_restructuredtext(caption):
 
     warnings = io.StringIO()
     text = (ROOT / "workflow" / "report" / caption).read_text()
-    docutils.core.publish_string(text, writer="null", settings_overrides={"warning_stream": warnings, "report_level": 2})
+    docutils.core.publish_string(
+        text, writer="null", settings_overrides={"warning_stream": warnings, "report_level": 2}
+    )
     assert warnings.getvalue() == ""

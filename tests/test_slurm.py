@@ -41,7 +41,9 @@ def unavailable() -> str | None:
     if os.geteuid() != 0:
         return "starting slurmctld and slurmd needs root"
     search = f"{os.environ.get('PATH', '')}:/usr/sbin"
-    missing = [tool for tool in ("munged", "slurmctld", "slurmd", "sbatch", "squeue") if not shutil.which(tool, path=search)]
+    missing = [
+        tool for tool in ("munged", "slurmctld", "slurmd", "sbatch", "squeue") if not shutil.which(tool, path=search)
+    ]
     if missing:
         return f"SLURM is not installed ({', '.join(missing)} not found; .ci/run installs slurm-wlm and munge)"
     if shutil.which("timeout") is None:
@@ -72,7 +74,9 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip(reason)
     state = tmp_path_factory.mktemp("slurm")
     try:
-        started = subprocess.run(["bash", str(SCRIPT), "start", str(state)], capture_output=True, text=True, timeout=120)
+        started = subprocess.run(
+            ["bash", str(SCRIPT), "start", str(state)], capture_output=True, text=True, timeout=120
+        )
         assert started.returncode == 0, started.stdout + started.stderr
         yield state
     finally:

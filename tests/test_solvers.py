@@ -6,16 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featlearn import config as cfg
-from featlearn import simulate, solvers, theory
+from featlearn import grid, simulation, solvers, theory, validation
 from featlearn.theory import Hyperparameters
 
 
 def batch(seed: int, n: int = 6, d: int = 200):
     rng = np.random.default_rng(seed)
     u, w = theory.sample_vectors(rng, d, 0.1, 0.1, 0.3, n)
-    hyper = Hyperparameters(rng.uniform(0.3, 1.0, n), rng.uniform(0.2, 1.5, n), rng.uniform(0.2, 1.5, n),
-                            rng.uniform(-2, 2, n), rng.uniform(0.5, 1.5, n))
+    hyper = Hyperparameters(
+        rng.uniform(0.3, 1.0, n),
+        rng.uniform(0.2, 1.5, n),
+        rng.uniform(0.2, 1.5, n),
+        rng.uniform(-2, 2, n),
+        rng.uniform(0.5, 1.5, n),
+    )
     return u, w, hyper
 
 
@@ -69,8 +73,10 @@ def test_divergence_is_per_run_in_a_mixed_batch():
     hyper = Hyperparameters(1.0, np.array([0.1, 20.0]), np.array([0.1, 20.0]), 1.0, 1.0)
     explicit_u = np.array([[1.0, 0.0], [1.0, 0.0]])
     explicit_w = np.array([[0.1, np.sqrt(0.99)], [0.1, np.sqrt(0.99)]])
-    for result in (solvers.gd(gram0, hyper, np.linspace(0, 20, 5), 0.1),
-                   solvers.explicit(explicit_u, explicit_w, hyper, np.linspace(0, 20, 5), 0.1)):
+    for result in (
+        solvers.gd(gram0, hyper, np.linspace(0, 20, 5), 0.1),
+        solvers.explicit(explicit_u, explicit_w, hyper, np.linspace(0, 20, 5), 0.1),
+    ):
         assert result.diverged.tolist() == [False, True]
         assert np.all(np.isfinite(result.gram.uu[0]))
 
@@ -94,18 +100,20 @@ WIDTHS = [100, 1000, 10_000, 100_000, 1_000_000]
 
 @pytest.fixture(scope="module")
 def width_sweep():
-    config = cfg.validate({
-        "experiments": {
-            "scaling": {
-                "solver": "flow",
-                "seeds": 32,
-                "time": {"stop": 200.0, "num": 41, "spacing": "log", "start": 1.0e-3},
-                "parameters": {"parametrization": list(cfg.PARAMETRIZATIONS), "width": WIDTHS},
+    config = validation.validate(
+        {
+            "experiments": {
+                "scaling": {
+                    "solver": "flow",
+                    "seeds": 32,
+                    "time": {"stop": 200.0, "num": 41, "spacing": "log", "start": 1.0e-3},
+                    "parameters": {"parametrization": list(grid.PARAMETRIZATIONS), "width": WIDTHS},
+                }
             }
         }
-    })
-    experiment = cfg.Experiment.from_config(config, "scaling")
-    return simulate.merge_chunks([simulate.simulate_chunk(experiment, progress=lambda _: None)])
+    )
+    experiment = grid.Experiment.from_config(config, "scaling")
+    return simulation.merge_chunks([simulation.simulate_chunk(experiment, progress=lambda _: None)])
 
 
 def kernel_change(ds):
@@ -123,13 +131,17 @@ def test_kernel_change_exponents_of_the_reference_parametrizations(width_sweep, 
 
 
 def test_mean_field_kernel_grows_by_sqrt2_at_every_width(width_sweep):
-    ratio = (width_sweep["ntk_eta"].isel(time=-1) / width_sweep["ntk_eta"].isel(time=0)).sel(parametrization="mean_field")
+    ratio = (width_sweep["ntk_eta"].isel(time=-1) / width_sweep["ntk_eta"].isel(time=0)).sel(
+        parametrization="mean_field"
+    )
     np.testing.assert_allclose(ratio.mean("seed").sel(width=WIDTHS[-1]), np.sqrt(2), rtol=2e-3)
 
 
 def test_standard_parametrization_with_order_one_rate_has_lambda_growing_like_width(width_sweep):
     ds = width_sweep.sel(parametrization="standard").isel(time=0)
-    ds = ds.assign_coords({name: ds[name].broadcast_like(ds["uu"]) for name in ("kappa", "eta_u", "eta_w", "beta_star", "sigma2")})
+    ds = ds.assign_coords(
+        {name: ds[name].broadcast_like(ds["uu"]) for name in ("kappa", "eta_u", "eta_w", "beta_star", "sigma2")}
+    )
     gram0 = theory.Gram(*(ds[name].values for name in ("uu", "ww", "uw")))
     hyper = Hyperparameters(*(ds[name].values for name in ("kappa", "eta_u", "eta_w", "beta_star", "sigma2")))
     lam = theory.convergence_rate(gram0, hyper).mean(axis=-1)

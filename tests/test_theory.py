@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.integrate import solve_ivp
 
 from featlearn import theory
-from featlearn.config import PARAMETRIZATIONS
+from featlearn.grid import PARAMETRIZATIONS
 from featlearn.theory import Gram, Hyperparameters
 
 
@@ -23,8 +23,9 @@ def ode_gram(u0, w0, hyper: Hyperparameters, times) -> Gram:
         return np.concatenate([-eta_u * force * w, -eta_w * force * u])
 
     scale = max(np.abs(np.concatenate([u0, w0])).max(), 1.0)
-    sol = solve_ivp(rhs, (0, times[-1]), np.concatenate([u0, w0]), method="DOP853", t_eval=times,
-                    rtol=1e-13, atol=1e-15 * scale)
+    sol = solve_ivp(
+        rhs, (0, times[-1]), np.concatenate([u0, w0]), method="DOP853", t_eval=times, rtol=1e-13, atol=1e-15 * scale
+    )
     assert sol.success
     u, w = sol.y[:d], sol.y[d:]
     return Gram((u * u).sum(0), (w * w).sum(0), (u * w).sum(0))
@@ -156,7 +157,9 @@ def test_extreme_widths_stay_in_float_range(width):
     kernel_change = theory.ntk_eta(*hyper[:3], Gram(*(x[:, -1] for x in traj))) / theory.ntk_eta(*hyper[:3], gram0) - 1
     expected = theory.final_kernel_ratio(gram0, hyper) - 1  # ~ 1/width, far below 1
     # Stored Gram entries carry float64 precision, so the change is known to ~1e-16 / change.
-    np.testing.assert_allclose(kernel_change, expected, rtol=max(1e-6, 100 * np.finfo(float).eps / np.abs(expected).min()))
+    np.testing.assert_allclose(
+        kernel_change, expected, rtol=max(1e-6, 100 * np.finfo(float).eps / np.abs(expected).min())
+    )
 
 
 # --- identities of SPEC section 4 ---------------------------------------------------------------
@@ -166,15 +169,21 @@ def test_laziness_rate_and_final_kernel_identities():
     rng = np.random.default_rng(13)
     n = 200
     gram0 = theory.sample_gram(rng, 30, 0.3, 0.2, 0.4, n)
-    hyper = Hyperparameters(rng.uniform(0.1, 1, n), rng.uniform(0.1, 2, n), rng.uniform(0.1, 2, n),
-                            rng.uniform(-2, 2, n), rng.uniform(0.5, 2, n))
+    hyper = Hyperparameters(
+        rng.uniform(0.1, 1, n),
+        rng.uniform(0.1, 2, n),
+        rng.uniform(0.1, 2, n),
+        rng.uniform(-2, 2, n),
+        rng.uniform(0.5, 2, n),
+    )
     beta0 = theory.output(hyper.kappa, gram0)
     m = theory.laziness_scale(gram0, hyper)
     assert np.all(m >= 2 * np.abs(beta0) - 1e-12)
     s = np.sqrt(hyper.eta_u * hyper.eta_w)
     lam = theory.convergence_rate(gram0, hyper)
-    np.testing.assert_allclose(lam, s * hyper.sigma2 * hyper.kappa * np.sqrt(m**2 + 4 * (hyper.beta_star**2 - beta0**2)),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        lam, s * hyper.sigma2 * hyper.kappa * np.sqrt(m**2 + 4 * (hyper.beta_star**2 - beta0**2)), rtol=1e-10
+    )
 
 
 def test_residual_decays_at_rate_lambda():
@@ -195,15 +204,25 @@ def test_learning_time_inverts_the_loss(eps):
     rng = np.random.default_rng(15)
     n = 50
     gram0 = theory.sample_gram(rng, 40, 0.2, 0.3, 0.2, n)
-    hyper = Hyperparameters(rng.uniform(0.2, 1, n), rng.uniform(0.2, 2, n), rng.uniform(0.2, 2, n),
-                            rng.uniform(-2, 2, n), 1.0)
+    hyper = Hyperparameters(
+        rng.uniform(0.2, 1, n), rng.uniform(0.2, 2, n), rng.uniform(0.2, 2, n), rng.uniform(-2, 2, n), 1.0
+    )
     t_c = theory.learning_time(gram0, hyper, eps)
     assert np.all(np.isfinite(t_c)) and np.all(t_c > 0)
     loss0 = theory.loss(theory.output(hyper.kappa, gram0), hyper.beta_star, 1.0)
     at_t_c = [
-        theory.loss(theory.output(hyper.kappa[i], theory.flow_trajectory(
-            Gram(*(x[i] for x in gram0)), Hyperparameters(*(np.asarray(x)[i] if np.ndim(x) else x for x in hyper)),
-            np.array([t_c[i]]))), hyper.beta_star[i], 1.0)[0]
+        theory.loss(
+            theory.output(
+                hyper.kappa[i],
+                theory.flow_trajectory(
+                    Gram(*(x[i] for x in gram0)),
+                    Hyperparameters(*(np.asarray(x)[i] if np.ndim(x) else x for x in hyper)),
+                    np.array([t_c[i]]),
+                ),
+            ),
+            hyper.beta_star[i],
+            1.0,
+        )[0]
         for i in range(n)
     ]
     np.testing.assert_allclose(np.array(at_t_c) / loss0, eps, rtol=1e-6)

@@ -112,12 +112,25 @@ def test_analysis_thresholds_rerun_only_the_analysis_and_its_dependents(finished
 
 def test_one_experiment_grid_reruns_only_that_experiment(finished):
     name = "compare_gd"
-    expected = dry_run(finished, "--forcerun", f"results/{name}/config.yaml")
+    # Its chunks are temporary (gone after the merge): rerunning the merge brings them back.
+    expected = dry_run(finished, "--forcerun", f"results/{name}/config.yaml", f"results/{name}/trajectories.nc")
     assert expected["resolve_experiment"] == 1
     assert expected["merge"] == 1
+    assert expected["simulate"] == 2
 
     edit_config(finished, lambda config: config["experiments"][name]["parameters"].update(width=[10, 100, 300]))
     assert dry_run(finished) == expected
+
+
+def edit_source(source_copy: Path, module: str, old: str, new: str) -> None:
+    path = source_copy / "featlearn" / module
+    text = path.read_text()
+    assert old in text, f"{module} no longer holds {old!r}: update the test"
+    path.write_text(text.replace(old, new, 1))
+
+
+#: An edit of code: a new statement at the end of the module.
+CODE_EDIT = "\n_EDITED = True\n"
 
 
 @pytest.mark.parametrize(
@@ -125,25 +138,43 @@ def test_one_experiment_grid_reruns_only_that_experiment(finished):
     [
         ("figures/simulation.py", ["figure_solver_comparison"]),
         ("solvers.py", ["simulate"]),
+        ("nonlinear/metrics.py", ["train"]),
     ],
 )
 def test_module_edit_reruns_exactly_the_rules_running_it(finished, source_copy, module, rules):
     expected = dry_run(finished, "--forcerun", *rules)
     with open(source_copy / "featlearn" / module, "a") as handle:
-        handle.write("\n# an edit\n")
+        handle.write(CODE_EDIT)
+    assert dry_run(finished, pythonpath=source_copy) == expected
+
+
+def test_comment_and_docstring_edits_rerun_nothing(finished, source_copy):
+    with open(source_copy / "featlearn" / "solvers.py", "a") as handle:
+        handle.write("\n# a comment\n")
+    edit_source(source_copy, "theory.py", '"""Exact theory of', '"""The exact theory of')
+    assert dry_run(finished, pythonpath=source_copy) == {}
+
+
+def test_message_edit_in_validation_reruns_only_the_resolved_configurations(finished, source_copy):
+    expected = dry_run(finished, "--forcerun", "resolve_experiment")
+    assert set(expected) == {"resolve_experiment"}
+    edit_source(
+        source_copy, "validation.py", "a log time grid needs its first nonzero time", "a log time grid needs a start"
+    )
     assert dry_run(finished, pythonpath=source_copy) == expected
 
 
 def test_edit_of_a_module_every_job_imports_reruns_everything(finished, source_copy):
-    # The CLI imports featlearn.io at module level, so every job runs it, also the
-    # rules whose own stage module does not import it (resolve_experiment).
+    # Every stage writes through featlearn.io, also the rules whose own stage module does not
+    # import it (resolve_experiment and the figures import it in their command's handler).
     everything = dry_run(finished, "--forceall")
     with open(source_copy / "featlearn" / "io.py", "a") as handle:
-        handle.write("\n# an edit\n")
+        handle.write(CODE_EDIT)
     assert dry_run(finished, pythonpath=source_copy) == everything
 
 
 def test_edit_of_a_module_no_pipeline_rule_runs_reruns_nothing(finished, source_copy):
-    with open(source_copy / "featlearn" / "archive.py", "a") as handle:
-        handle.write("\n# an edit\n")
+    for module in ("archive.py", "api.py"):
+        with open(source_copy / "featlearn" / module, "a") as handle:
+            handle.write(CODE_EDIT)
     assert dry_run(finished, pythonpath=source_copy) == {}

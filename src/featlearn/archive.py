@@ -9,8 +9,9 @@ expects it) with
 - ``config/given/<file>`` (the configuration files as given to the run) and
   ``config/resolved.yaml`` (as validated, defaults filled in);
 - ``provenance.json``: package versions, git commit and dirty flag, platform,
-  the Snakemake command lines, and start/end times per stage and per job from
-  Snakemake's own records (``.snakemake/log`` and ``.snakemake/metadata``);
+  the Snakemake command lines (from its logs, ``.snakemake/log``), and the
+  wall time, memory peak and start/end of every job and stage, from the
+  files the rules' ``benchmark:`` directive writes (``logs/benchmarks``);
 - ``ro-crate-metadata.json``: an RO-Crate 1.3 description (Process Run Crate)
   of the run, written with the ``rocrate`` library;
 - ``MANIFEST.sha256``: the SHA-256 of every other file, in ``sha256sum``
@@ -22,12 +23,9 @@ those of the manifest, each with its checksum.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as _dt
 import hashlib
 import importlib.metadata
-import json
 import os
 import platform
 import re
@@ -42,6 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from featlearn import __version__, io
+from featlearn.errors import InputError
 
 MANIFEST = "MANIFEST.sha256"
 PROVENANCE = "provenance.json"
@@ -98,53 +97,49 @@ def results_files(results_dir: Path, exclude: Iterable[Path] = ()) -> list[str]:
 
 
 def _iso(timestamp: float) -> str:
-    return _dt.datetime.fromtimestamp(timestamp, _dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.fromtimestamp(timestamp, _dt.UTC).isoformat(timespec="seconds")
 
 
-def _metadata_output(record_path: Path, metadata_dir: Path) -> str | None:
-    """The output path a Snakemake metadata record is about (its URL-safe base64 file name,
-    split into folders when longer than a file name may be)."""
-    encoded = "".join(record_path.relative_to(metadata_dir).parts)
-    try:
-        return base64.urlsafe_b64decode(encoded).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
+def benchmark_jobs(benchmarks_dir: Path) -> list[dict[str, Any]]:
+    """Every job the run timed, from the files of the rules' ``benchmark:`` directive.
 
-
-def snakemake_jobs(snakemake_dir: Path, outputs: Iterable[str]) -> list[dict[str, Any]]:
-    """The jobs that wrote ``outputs`` (paths relative to the workflow folder), from
-    Snakemake's metadata records: rule, outputs, shell command, start and end time."""
-    wanted = set(outputs)
-    metadata_dir = snakemake_dir / "metadata"
-    jobs: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for record_path in sorted(metadata_dir.rglob("*")) if metadata_dir.is_dir() else []:
-        output = _metadata_output(record_path, metadata_dir) if record_path.is_file() else None
-        if output not in wanted:
+    The workflow writes one tab-separated file per job to
+    ``<benchmarks_dir>/<rule>/<job>.tsv`` (Snakemake's columns: ``s`` wall
+    seconds, ``max_rss`` MB, ``cpu_time`` seconds, ...); a file is written
+    when its job ends, so its modification time is the job's end.
+    """
+    jobs = []
+    for path in sorted(benchmarks_dir.glob("*/**/*.tsv")) if benchmarks_dir.is_dir() else []:
+        lines = path.read_text().splitlines()
+        if len(lines) < 2:
             continue
-        record = json.loads(record_path.read_text())
-        if record.get("starttime") is None or record.get("endtime") is None:
-            continue
-        key = (record["rule"], record.get("job_hash"), record["starttime"])
-        job = jobs.setdefault(
-            key,
-            {
-                "rule": record["rule"],
-                "outputs": [],
-                "command": record.get("shellcmd"),
-                "start": _iso(record["starttime"]),
-                "end": _iso(record["endtime"]),
-            },
-        )
-        job["outputs"].append(output)
-    return sorted(jobs.values(), key=lambda job: (job["start"], job["rule"], job["outputs"]))
+        row = dict(zip(lines[0].split("\t"), lines[-1].split("\t")))
+        end = path.stat().st_mtime
+        seconds = float(row.get("s", "nan"))
+        rule, *job_parts = path.relative_to(benchmarks_dir).parts
+        job = {
+            "rule": rule,
+            "job": PurePosixPath(*job_parts).with_suffix("").as_posix(),
+            "seconds": seconds,
+            "start": _iso(end - seconds),
+            "end": _iso(end),
+        }
+        for column, key in (("max_rss", "max_rss_mb"), ("cpu_time", "cpu_seconds")):
+            try:
+                job[key] = float(row[column])
+            except (KeyError, ValueError):  # "NA" where the job ended before it could be measured
+                pass
+        jobs.append(job)
+    return sorted(jobs, key=lambda job: (job["start"], job["rule"], job["job"]))
 
 
 def stage_times(jobs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per rule (stage): number of jobs, first start and last end (ISO 8601, UTC)."""
+    """Per rule (stage): number of jobs, their total wall seconds, first start and last end (ISO 8601, UTC)."""
     stages: dict[str, dict[str, Any]] = {}
     for job in jobs:
-        stage = stages.setdefault(job["rule"], {"jobs": 0, "start": job["start"], "end": job["end"]})
+        stage = stages.setdefault(job["rule"], {"jobs": 0, "seconds": 0.0, "start": job["start"], "end": job["end"]})
         stage["jobs"] += 1
+        stage["seconds"] = round(stage["seconds"] + job["seconds"], 4)
         stage["start"] = min(stage["start"], job["start"])
         stage["end"] = max(stage["end"], job["end"])
     return stages
@@ -157,9 +152,7 @@ def snakemake_invocations(snakemake_dir: Path) -> list[dict[str, str]]:
     for log in sorted(log_dir.glob("*.snakemake.log")) if log_dir.is_dir() else []:
         match = re.search(r"^\s*Command: (.*)$", log.read_text(errors="replace"), re.MULTILINE)
         if match:
-            invocations.append(
-                {"log": log.name, "command": match.group(1), "last_written": _iso(log.stat().st_mtime)}
-            )
+            invocations.append({"log": log.name, "command": match.group(1), "last_written": _iso(log.stat().st_mtime)})
     return invocations
 
 
@@ -180,11 +173,10 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def provenance(results_dir: Path, snakemake_dir: Path, outputs: Iterable[str], started: str) -> dict[str, Any]:
+def provenance(snakemake_dir: Path, benchmarks_dir: Path, started: str) -> dict[str, Any]:
     """Where, how and with what the results were made (the content of ``provenance.json``)."""
     commit = io.git_commit()
-    prefix = results_dir.name
-    jobs = snakemake_jobs(snakemake_dir, (f"{prefix}/{name}" for name in outputs))
+    jobs = benchmark_jobs(benchmarks_dir)
     return {
         "featlearn_version": __version__,
         "git": {"commit": commit.removesuffix("-dirty"), "dirty": commit.endswith("-dirty")},
@@ -274,19 +266,23 @@ def create_archive(
     *,
     given_configs: Sequence[str | os.PathLike[str]] = (),
     resolved_config: Mapping[str, Any] | None = None,
+    benchmarks_dir: str | os.PathLike[str] | None = None,
     snakemake_dir: str | os.PathLike[str] | None = None,
 ) -> list[str]:
     """Pack ``results_dir`` as described in the module docstring; return the archived names
     (relative to the archive's top folder, manifest last).
 
-    ``snakemake_dir`` defaults to the ``.snakemake`` folder beside ``results_dir``.
+    ``benchmarks_dir`` (the jobs' ``benchmark:`` files) defaults to
+    ``logs/benchmarks`` beside ``results_dir``, ``snakemake_dir`` (for the
+    command lines in Snakemake's logs) to ``.snakemake`` beside it.
     """
     started = io.utc_now()
     results = Path(results_dir)
     if not results.is_dir():
-        raise FileNotFoundError(f"results folder {results} does not exist")
+        raise InputError(f"results folder {results} does not exist")
     results = results.resolve()
     snakemake = Path(snakemake_dir) if snakemake_dir is not None else results.parent / ".snakemake"
+    benchmarks = Path(benchmarks_dir) if benchmarks_dir is not None else results.parent / "logs" / "benchmarks"
     data = results_files(results, exclude=[Path(output)])
     files = {name: results / name for name in data}
 
@@ -295,18 +291,18 @@ def create_archive(
 
         def stage(name: str, writer: Callable[[Any, Path], Any], content: Any) -> None:
             if name in files:
-                raise ValueError(f"{results}/{name} exists: the archive writes its own file under that name")
+                raise InputError(f"{results}/{name} exists: the archive writes its own file under that name")
             writer(content, staging / name)
             files[name] = staging / name
 
         for config_path in map(Path, given_configs):
             name = f"{GIVEN_CONFIG_DIR}/{config_path.name}"
             if name in files:
-                raise ValueError(f"two configuration files named {config_path.name}")
+                raise InputError(f"two configuration files named {config_path.name}")
             stage(name, _copy_file, config_path)
         if resolved_config is not None:
             stage(RESOLVED_CONFIG, io.write_yaml, dict(resolved_config))
-        record = provenance(results, snakemake, data, started)
+        record = provenance(snakemake, benchmarks, started)
         stage(PROVENANCE, io.write_json, record)
         checksums = {name: sha256_file(path) for name, path in files.items()}
         stage(CRATE_METADATA, io.write_json, crate_metadata(results.name, files, checksums, record))

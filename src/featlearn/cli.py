@@ -1,29 +1,109 @@
-"""Command line: ``featlearn <stage> ...``. Thin: parse, read, call the stage, write.
+"""Command line: ``featlearn <stage> ...``, a thin layer over the stage functions.
 
-Each subcommand is a stage of the pipeline (the Snakemake rules call them)
-and runs on its own too. Errors a user can fix (a bad configuration, a
-missing file) are printed as one message with exit status 2, no traceback.
+Every stage command has the same shape, and the Snakemake rules call it so::
+
+    featlearn STAGE [INPUTS...] --output OUT --settings JSON
+
+``--settings`` is one JSON object (or ``@FILE``, a JSON or YAML file),
+built by the workflow from the stage's section of the resolved
+configuration and parsed here into the stage's typed settings object. A few
+commands also take options that come from the job rather than the
+configuration (``--chunk``/``--chunks`` of a simulation job, ``--threads``).
+Settings carry no defaults here: defaults live in the configuration schema
+and are filled in when a configuration is validated.
+
+Errors a user can fix (a bad configuration, bad settings, a missing or
+unsuitable input file: :class:`featlearn.errors.UserError`) are printed as
+one message with exit status 2; anything else is a bug and keeps its
+traceback. Stage modules are imported inside each handler, so a job loads
+only what its stage runs (and ``featlearn.dag.code_version`` hashes only that).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from featlearn import __version__
-from featlearn import config as cfg
-from featlearn import io
+from featlearn.errors import CheckError, InputError, UserError
 
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _settings(text: str | None) -> dict[str, Any]:
+    """The ``--settings`` argument as a mapping: JSON text, or ``@FILE`` (JSON or YAML)."""
+    if text is None:
+        return {}
+    if text.startswith("@"):
+        import yaml
+
+        path = Path(text[1:])
+        if not path.is_file():
+            raise InputError(f"--settings: no such file: {path}")
+        try:
+            value = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise InputError(f"--settings: {path} is not YAML or JSON: {error}") from None
+    else:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(f"--settings: not a JSON object ({error})") from None
+    if not isinstance(value, dict):
+        raise InputError("--settings: expected a JSON object")
+    return value
+
+
+def typed(cls: type, mapping: Mapping[str, Any], where: str = "--settings") -> Any:
+    """``cls(**mapping)`` for a dataclass or named tuple, naming unknown and missing keys."""
+    fields = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else list(cls._fields)
+    unknown = sorted(set(mapping) - set(fields))
+    missing = [name for name in fields if name not in mapping]
+    if unknown or missing:
+        parts = [f"unknown keys {unknown}" if unknown else "", f"missing keys {missing}" if missing else ""]
+        raise InputError(f"{where}: " + "; ".join(p for p in parts if p) + f" (expected: {', '.join(fields)})")
+    return cls(**mapping)
+
+
+def _built(factory: Callable[[Mapping[str, Any]], Any], settings: Mapping[str, Any], what: str) -> Any:
+    """``factory(settings)``, a missing key or a value of the wrong type reported as bad settings."""
+    try:
+        return factory(settings)
+    except (KeyError, TypeError) as error:
+        raise InputError(f"--settings: not {what} ({type(error).__name__}: {error})") from None
+
+
+def _inputs(paths: Sequence[str]) -> list[str]:
+    """The input paths, each checked to exist."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError(f"input file not found: {path}")
+    return list(paths)
+
+
+def _read(path: str, kind: str | None = None, *, lazy: bool = False):
+    """Open a featlearn netCDF input, checking its kind when one is expected."""
+    from featlearn import contract, io
+
+    (path,) = _inputs([path])
+    ds = io.read_netcdf(path, lazy=lazy)
+    if kind is not None and contract.kind_of(ds) not in ("", kind):
+        raise InputError(f"{path}: a {contract.kind_of(ds)} file, expected {kind}")
+    return ds
+
+
 def _validate(args: argparse.Namespace) -> int:
-    config = cfg.load(args.config)
+    from featlearn import grid, io, validation
+
+    config = validation.load(args.config)
     if args.experiment:
-        resolved = cfg.experiment_config(config, args.experiment)
-        experiment = cfg.Experiment.from_config(resolved, args.experiment)
+        resolved = validation.experiment_config(config, args.experiment)
+        experiment = grid.Experiment.from_config(resolved, args.experiment)
         if args.output:
             io.write_yaml(resolved, args.output)
         print(
@@ -34,128 +114,148 @@ def _validate(args: argparse.Namespace) -> int:
     else:
         if args.output:
             io.write_yaml(config, args.output)
-        print(f"{args.config}: valid, experiments {', '.join(config['experiments'])}", file=sys.stderr)
+        names = [*config["experiments"], *config["nonlinear"]["experiments"]]
+        print(f"{args.config}: valid, experiments {', '.join(names)}", file=sys.stderr)
     return 0
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    from featlearn import simulate
+def _resolve(args: argparse.Namespace) -> int:
+    from featlearn import io, validation
 
-    config = cfg.experiment_config(cfg.load(args.config), args.experiment)
-    experiment = cfg.Experiment.from_config(config, args.experiment)
-    chunks = args.chunks if args.chunks is not None else 1
-    ds = simulate.simulate_chunk(experiment, args.chunk, chunks, config=config)
+    settings = _settings(args.settings)
+    # The workflow hands over one experiment already resolved; validating it again here
+    # makes the file trustworthy on its own (and refuses settings edited by hand).
+    resolved = validation.validate(settings)
+    io.write_yaml(validation.experiment_config(resolved, _only_experiment(resolved)), args.output)
+    return 0
+
+
+def _only_experiment(config: Mapping[str, Any]) -> str:
+    names = list(config.get("experiments", {}))
+    if len(names) != 1:
+        raise InputError(f"--settings: expected the configuration of one experiment, found {len(names)}: {names}")
+    return names[0]
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from featlearn import grid, io, simulation
+
+    settings = _settings(args.settings)
+    name = _only_experiment(settings)
+    # `featlearn validate CONFIG --experiment NAME --output RESOLVED.yaml` writes such a configuration.
+    experiment = _built(lambda s: grid.Experiment.from_config(s, name), settings, "a resolved experiment configuration")
+    ds = simulation.simulate_chunk(experiment, args.chunk, args.chunks, config=settings)
     io.write_netcdf(ds, args.output)
     return 0
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from featlearn import simulate
+    from featlearn import io, simulation
 
     # Lazy: the chunks stream onto the grid block by block as the result is written.
-    merged = simulate.merge_chunks([io.read_netcdf(path, lazy=True) for path in args.parts])
+    merged = simulation.merge_chunks([_read(path, "trajectories_chunk", lazy=True) for path in args.parts])
     io.write_netcdf(merged, args.output)
     print(f"merged {len(args.parts)} chunks into {args.output}", file=sys.stderr)
     return 0
 
 
 def _mechanisms(args: argparse.Namespace) -> int:
-    from featlearn import mechanisms
+    from featlearn import io, mechanism_detection
+    from featlearn.contract import PRIMARY_LABELS
 
+    thresholds = typed(mechanism_detection.Thresholds, _settings(args.settings))
     # Lazy: the grid streams through in blocks of runs, so it may be larger than memory.
-    trajectories = io.read_netcdf(args.trajectories, lazy=True)
-    detected = mechanisms.detect(trajectories, mechanisms.Thresholds(args.eps_c, args.eps_rho, args.eps_K))
+    trajectories = _read(args.trajectories, "trajectories", lazy=True)
+    detected = mechanism_detection.detect(trajectories, thresholds)
     experiment = trajectories.attrs.get("experiment", "")
     # The thresholds are stored as attributes; the configuration hash is the runs' own.
-    detected.attrs.update(io.derived_attrs(f"featlearn mechanisms: {experiment}", trajectories))
+    detected.attrs.update(io.derived_attrs("mechanisms", trajectories))
     io.write_netcdf(detected, args.output)
     counts = ", ".join(
-        f"{label} {int((detected['primary'] == code).sum())}" for code, label in enumerate(mechanisms.PRIMARY_LABELS)
+        f"{label} {int((detected['primary'] == code).sum())}" for code, label in enumerate(PRIMARY_LABELS)
     )
     print(f"{experiment}: primary labels: {counts}", file=sys.stderr)
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from featlearn import phases
+    from featlearn import phase_diagram
 
-    predicted = phases.prediction(args.a, args.b_u, args.b_w, args.c_u, args.c_w, args.rho)
+    exponents = (args.a, args.b_u, args.b_w, args.c_u, args.c_w)
+    predicted = phase_diagram.predict_phase(*exponents, **({} if args.rho is None else {"rho": args.rho}))._asdict()
     if args.json:
         print(json.dumps(predicted))
     else:
-        exps = ", ".join(f"{name} = {predicted[name]:g}" for name in ("e0", "eM", "eF", "elam"))
-        print(f"{predicted['phase']} ({exps})")
+        values = ", ".join(f"{name} = {predicted[name]:g}" for name in ("e0", "eM", "eF", "elam"))
+        print(f"{predicted['phase']} ({values})")
     return 0
 
 
 def _phases(args: argparse.Namespace) -> int:
-    from featlearn import phases
+    from featlearn import io, phase_diagram
 
+    settings = _built(phase_diagram.PhaseSettings.from_config, _settings(args.settings), "the phases section")
     # Lazy: the per-run measurements stream through in blocks of runs.
-    trajectories = io.read_netcdf(args.trajectories, lazy=True)
-    settings = phases.FitSettings(args.tolerance, args.resolution, args.bootstrap, args.divergence_fraction)
-    result = phases.analyse(trajectories, settings, min_widths=args.min_widths, gd_rise=args.gd_rise)
+    trajectories = _read(args.trajectories, "trajectories", lazy=True)
+    result = phase_diagram.analyse(trajectories, settings)
     experiment = trajectories.attrs.get("experiment", "")
     # The fit settings are stored as attributes; the configuration hash is the runs' own.
-    result.attrs.update(io.derived_attrs(f"featlearn phases: {experiment}", trajectories))
+    result.attrs.update(io.derived_attrs("phases", trajectories))
     io.write_netcdf(result, args.output)
     if "agreement" in result.attrs:
         agreement = result.attrs["agreement"]
         print(f"{experiment}: agreement {agreement:.3f} over {result.attrs['cells']} cells", file=sys.stderr)
         print(f"{experiment}: disagreeing cells: {result.attrs['disagreeing_cells']}", file=sys.stderr)
-        if args.min_agreement is not None and agreement < args.min_agreement:
-            raise ValueError(f"{experiment}: agreement {agreement:.3f} is below --min-agreement {args.min_agreement}")
+        if settings.min_agreement is not None and agreement < settings.min_agreement:
+            raise CheckError(f"{experiment}: agreement {agreement:.3f} is below min_agreement {settings.min_agreement}")
     return 0
 
 
-def _nonlinear(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace) -> int:
+    settings = _settings(args.settings)
+    for key in ("name", "experiment", "cifar10_path"):
+        if key not in settings:
+            raise InputError(f"--settings: missing key {key!r} (expected: name, experiment, cifar10_path)")
     import torch
 
+    from featlearn import contract, io
     from featlearn.nonlinear.train import run_experiment
 
-    section = cfg.load(args.config)["nonlinear"]
-    if args.experiment not in section["experiments"]:
-        known = ", ".join(section["experiments"]) or "none"
-        raise cfg.ConfigError([f"nonlinear.experiments.{args.experiment}: no such experiment (known: {known})"])
-    spec = section["experiments"][args.experiment]
-    torch.set_num_threads(args.threads or section["threads"])
-    ds = run_experiment(
-        spec, cifar10_path=section["cifar10_path"], progress=lambda message: print(message, file=sys.stderr)
-    )
+    torch.set_num_threads(args.threads)
+    spec, cifar10_path = settings["experiment"], settings["cifar10_path"]
+    ds = run_experiment(spec, cifar10_path=cifar10_path, progress=lambda message: print(message, file=sys.stderr))
     # The runs depend on their experiment's spec (and the CIFAR-10 folder), nothing else of the config.
-    provenance = {"experiment": spec, "cifar10_path": section["cifar10_path"]}
-    ds.attrs.update(io.provenance_attrs(f"featlearn nonlinear: {args.experiment}", "torch-gd", provenance))
-    ds.attrs["experiment"] = args.experiment
-    io.write_netcdf(ds, args.output)
+    provenance = {"experiment": spec, "cifar10_path": cifar10_path}
+    ds.attrs.update(io.provenance_attrs(f"featlearn nonlinear: {settings['name']}", "torch-gd", provenance))
+    ds.attrs["experiment"] = settings["name"]
+    io.write_netcdf(contract.annotate(ds, "nonlinear"), args.output)
     return 0
 
 
 def _figure(args: argparse.Namespace) -> int:
-    from featlearn import figures
+    from featlearn import contract, figures, io
 
-    options = json.loads(args.options) if args.options else {}
-    figure = figures.draw(args.name, [io.read_netcdf(path) for path in args.inputs], **options)
-    io.save_figure(figure, args.output)
+    datasets: dict[str, list[Any]] = {}
+    for path in _inputs(args.inputs):
+        ds = io.read_netcdf(path)
+        datasets.setdefault(contract.kind_of(ds), []).append(ds)
+    if "" in datasets:
+        raise InputError(f"{len(datasets[''])} input(s) record no {contract.KIND_ATTRIBUTE}: not written by featlearn")
+    io.save_figure(figures.draw(args.name, datasets, _settings(args.settings)), args.output)
     return 0
 
 
 def _archive(args: argparse.Namespace) -> int:
     from featlearn import archive
 
-    resolved = None
-    if args.resolved_config:
-        # JSON, not YAML: the workflow passes canonical JSON, and YAML reads 1e-12 as a string.
-        if args.resolved_config == "-":
-            resolved = json.load(sys.stdin)
-        else:
-            with open(args.resolved_config) as handle:
-                resolved = json.load(handle)
+    settings = _settings(args.settings)
     names = archive.create_archive(
         args.results,
         args.output,
-        given_configs=args.config,
-        resolved_config=resolved,
-        snakemake_dir=args.snakemake_dir,
+        given_configs=settings.get("configfiles", []),
+        resolved_config=settings.get("config"),
+        benchmarks_dir=settings.get("benchmarks"),
+        snakemake_dir=settings.get("snakemake"),
     )
     print(f"archived {len(names)} files of {args.results} into {args.output}", file=sys.stderr)
     return 0
@@ -173,11 +273,7 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _phase_defaults():
-    """Default fit settings of ``featlearn phases`` (imported lazily: the parser stays light)."""
-    from featlearn.phases import FitSettings
-
-    return FitSettings()
+SETTINGS_HELP = "settings as one JSON object, or @FILE (JSON or YAML)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,74 +282,104 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"featlearn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, handler: Handler, help_text: str, *, output: str | None = None, settings: str | None = None):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(handler=handler)
+        if output is not None:
+            sub.add_argument("--output", required=True, help=output)
+        if settings is not None:
+            sub.add_argument("--settings", required=True, help=f"{SETTINGS_HELP}: {settings}")
         return sub
 
-    sub = command("validate", _validate, "check a configuration against the schema; optionally write it resolved")
+    sub = command(
+        "validate", _validate, "check a configuration against the schema and rules; optionally write it resolved"
+    )
     sub.add_argument("config", help="configuration YAML or JSON ('-' reads standard input)")
     sub.add_argument("--experiment", help="resolve only this experiment")
     sub.add_argument("--output", help="write the resolved configuration here (YAML)")
 
-    sub = command("simulate", _simulate, "simulate one chunk of an experiment's grid")
-    sub.add_argument("config", help="configuration YAML")
-    sub.add_argument("--experiment", required=True)
-    sub.add_argument("--chunk", type=int, default=0, help="chunk index, 0-based (default 0)")
-    sub.add_argument("--chunks", type=int, help="number of chunks (default 1)")
-    sub.add_argument("--output", required=True, help="netCDF file to write")
+    command(
+        "resolve",
+        _resolve,
+        "validate one experiment's configuration and write it resolved",
+        output="YAML file to write",
+        settings="the configuration of one experiment (simulation and experiments.NAME sections)",
+    )
 
-    sub = command("merge", _merge, "merge simulation chunks into the experiment's grid")
+    sub = command(
+        "simulate",
+        _simulate,
+        "simulate one chunk of an experiment's grid",
+        output="netCDF file to write",
+        settings="one experiment's resolved configuration (what `featlearn resolve` writes)",
+    )
+    sub.add_argument("--chunk", type=int, required=True, help="chunk index, 0-based")
+    sub.add_argument("--chunks", type=int, required=True, help="number of chunks of the grid")
+
+    sub = command("merge", _merge, "merge simulation chunks into the experiment's grid", output="netCDF file to write")
     sub.add_argument("parts", nargs="+", help="chunk netCDF files")
-    sub.add_argument("--output", required=True)
 
-    sub = command("mechanisms", _mechanisms, "detect alignment, disalignment, rescaling and kernel runs")
+    sub = command(
+        "mechanisms",
+        _mechanisms,
+        "detect alignment, disalignment, rescaling and kernel runs",
+        output="mechanisms netCDF file to write",
+        settings="the flag thresholds {eps_c, eps_rho, eps_K} (the mechanisms section)",
+    )
     sub.add_argument("trajectories", help="trajectories netCDF of one experiment")
-    sub.add_argument("--output", required=True, help="mechanisms netCDF file to write")
-    for option, what in (("--eps-c", "|delta_c|"), ("--eps-rho", "max(|rho_u|, |rho_w|)"), ("--eps-K", "|kernel_change|")):
-        sub.add_argument(option, type=float, default=0.1, help=f"flag threshold on {what} (default 0.1)")
 
     sub = command("predict", _predict, "predict the phase of width exponents (a, b_u, b_w, c_u, c_w)")
-    for option, what in (("--a", "kappa"), ("--b-u", "sigma_u"), ("--b-w", "sigma_w"), ("--c-u", "eta_u"), ("--c-w", "eta_w")):
+    for option, what in (
+        ("--a", "kappa"),
+        ("--b-u", "sigma_u"),
+        ("--b-w", "sigma_w"),
+        ("--c-u", "eta_u"),
+        ("--c-w", "eta_w"),
+    ):
         sub.add_argument(option, type=float, required=True, help=f"width exponent of {what} (value ~ d^-exponent)")
-    sub.add_argument("--rho", type=float, default=0.0, help="initial correlation of u and w (nonzero: coherent output)")
+    sub.add_argument("--rho", type=float, help="initial correlation of u and w (nonzero: coherent output; default 0)")
     sub.add_argument("--json", action="store_true", help="print one JSON object: phase, e0, eM, eF, elam")
 
-    sub = command("phases", _phases, "classify the phases of an experiment from its width sweeps")
-    sub.add_argument("trajectories", help="trajectories netCDF of one experiment")
-    sub.add_argument("--output", required=True, help="phases netCDF file to write")
-    defaults = _phase_defaults()
-    sub.add_argument("--tolerance", type=float, default=defaults.tolerance, help="|slope| counted as zero")
-    sub.add_argument("--resolution", type=float, default=defaults.resolution, help="smallest resolved relative change")
-    sub.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="seed resamples for slope errors")
-    sub.add_argument(
-        "--divergence-fraction", type=float, default=defaults.divergence_fraction,
-        help="share of diverged seeds at the largest width that makes a cell unstable-training",
+    sub = command(
+        "phases",
+        _phases,
+        "classify the phases of an experiment from its width sweeps",
+        output="phases netCDF file to write",
+        settings="the phases section (fit, gd_rise, strict, min_agreement)",
     )
-    sub.add_argument("--min-widths", type=int, default=4, help="widths needed to fit slopes (default 4)")
-    sub.add_argument("--gd-rise", type=float, default=1.1, help="loss rise over its start that counts as a catapult")
-    sub.add_argument("--min-agreement", type=float, help="fail (after writing) when the agreement is lower")
+    sub.add_argument("trajectories", help="trajectories netCDF of one experiment")
 
-    sub = command("nonlinear", _nonlinear, "train the nonlinear networks of one experiment (featlearn.nonlinear)")
-    sub.add_argument("config", help="configuration YAML or JSON ('-' reads standard input)")
-    sub.add_argument("--experiment", required=True, help="name under nonlinear.experiments")
-    sub.add_argument("--output", required=True, help="netCDF file to write")
-    sub.add_argument("--threads", type=int, help="torch threads (default: nonlinear.threads)")
+    sub = command(
+        "train",
+        _train,
+        "train the nonlinear networks of one experiment (featlearn.nonlinear)",
+        output="netCDF file to write",
+        settings="{name, experiment: the resolved nonlinear.experiments.NAME section, cifar10_path}",
+    )
+    sub.add_argument("--threads", type=int, required=True, help="torch threads")
 
-    sub = command("figure", _figure, "draw a registered figure from netCDF inputs")
-    sub.add_argument("name", help="figure name (the output's stem)")
-    sub.add_argument("inputs", nargs="+", help="netCDF inputs")
-    sub.add_argument("--output", required=True, help="PNG path; a PDF is written beside it")
-    sub.add_argument("--options", help="figure options as a JSON object")
+    sub = command(
+        "figure",
+        _figure,
+        "draw a figure of the figure table from featlearn netCDF inputs",
+        output="PNG path; a PDF is written beside it",
+        settings="the figure's options",
+    )
+    sub.add_argument("name", help="figure name (an entry of featlearn.figures.table)")
+    sub.add_argument("inputs", nargs="+", help="netCDF inputs (each records its kind)")
 
-    sub = command("archive", _archive, "pack a results folder with checksums, provenance and RO-Crate metadata")
+    sub = command(
+        "archive",
+        _archive,
+        "pack a results folder with checksums, provenance and RO-Crate metadata",
+        output=".tar.gz file to write",
+        settings="{configfiles: [...], config: the resolved configuration, benchmarks: folder, snakemake: folder}",
+    )
     sub.add_argument("results", help="results folder (RESULTS_DIR)")
-    sub.add_argument("--output", required=True, help=".tar.gz file to write")
-    sub.add_argument("--config", nargs="*", default=[], help="configuration files as given to the run")
-    sub.add_argument("--resolved-config", help="the configuration as resolved, as JSON ('-' reads standard input)")
-    sub.add_argument("--snakemake-dir", help="Snakemake's state folder with the run's logs (default: .snakemake beside RESULTS_DIR)")
 
-    sub = command("verify", _verify, "check that an archive holds exactly the files of its MANIFEST.sha256, checksums matching")
+    sub = command(
+        "verify", _verify, "check that an archive holds exactly the files of its MANIFEST.sha256, checksums matching"
+    )
     sub.add_argument("archive", help=".tar.gz written by `featlearn archive`")
 
     return parser
@@ -264,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (cfg.ConfigError, FileNotFoundError, ValueError) as error:
+    except UserError as error:
         print(f"featlearn {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,10 +1,24 @@
 """Helpers the Snakemake workflow uses to build its DAG (no stage logic here).
 
 Snakemake's ``code`` rerun trigger sees only a rule's own shell command, not
-the Python modules it runs. :func:`code_version` hashes the source of a
-featlearn module together with every featlearn module it imports, directly
-or not, so a rule that passes it as a ``param`` reruns exactly when code it
-runs has changed.
+the Python it runs. :func:`code_version` hashes what ``featlearn COMMAND``
+actually executes, so a rule that passes it as a ``param`` reruns exactly
+when that code changes:
+
+- of ``featlearn/cli.py``: its module-level statements, ``main`` and
+  ``build_parser``, the command's handler ``_<command>`` and the helpers of
+  ``cli.py`` the handler calls;
+- every featlearn module those import, at module level or inside the
+  handler and its helpers, with everything those modules import in turn
+  (anywhere in them: a lazy import inside a stage module counts);
+- the modules named explicitly (code a handler loads by name at run time,
+  such as a figure's module).
+
+Each source is hashed as its syntax tree without docstrings, so editing a
+comment, a docstring or the layout reruns nothing, while editing a message
+or any code does. The command line imports each stage inside its handler,
+so editing one stage (or validation, which no simulation job runs) reruns
+only the jobs that run it.
 """
 
 from __future__ import annotations
@@ -13,12 +27,15 @@ import ast
 import functools
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-
 _PACKAGE_ROOT = Path(__file__).resolve().parent
+CLI = "featlearn.cli"
+#: Functions of the command line every command runs.
+_CLI_ENTRY_FUNCTIONS = ("main", "build_parser")
 
 
 @functools.cache
@@ -34,95 +51,136 @@ def _source_path(module: str) -> Path | None:
     return None
 
 
-def _module_level_nodes(tree: ast.Module) -> Iterator[ast.AST]:
-    """The nodes of ``tree`` outside function bodies: what runs when the module is imported."""
-    pending: list[ast.AST] = [tree]
-    while pending:
-        node = pending.pop()
-        yield node
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            pending.extend(ast.iter_child_nodes(node))
-
-
 @functools.cache
-def _direct_imports(module: str, module_level_only: bool = False) -> frozenset[str]:
-    """featlearn modules imported by ``module`` (parents included, as Python runs their __init__).
-
-    With ``module_level_only``, only the imports that run when the module is
-    imported, not those inside functions.
-    """
+def _tree(module: str) -> ast.Module:
     path = _source_path(module)
     if path is None:
-        return frozenset()
+        raise ValueError(f"no Python source for module {module!r}")
+    return ast.parse(path.read_text())
+
+
+def _imported_modules(module: str, nodes: Iterable[ast.AST]) -> set[str]:
+    """featlearn modules imported by the import statements among ``nodes`` (parents included)."""
+    path = _source_path(module)
+    package = module if path is not None and path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    tree = ast.parse(path.read_text())
-    for node in _module_level_nodes(tree) if module_level_only else ast.walk(tree):
+    for node in nodes:
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                prefix = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(prefix + ([base] if base else []))
             names = [base] + [f"{base}.{alias.name}" for alias in node.names]
         for name in names:
-            if name.split(".")[0] != "featlearn":
-                continue
             parts = name.split(".")
-            for end in range(1, len(parts) + 1):
-                candidate = ".".join(parts[:end])
-                if _source_path(candidate) is not None:
-                    found.add(candidate)
+            if parts[0] != "featlearn":
+                continue
+            # Importing a.b.c runs a/__init__, a/b/__init__ and a/b/c.
+            found.update(
+                ".".join(parts[:end]) for end in range(1, len(parts) + 1) if _source_path(".".join(parts[:end]))
+            )
     found.discard(module)
-    return frozenset(found)
-
-
-def module_closure(module: str) -> list[str]:
-    """``module`` and every featlearn module it imports, transitively, sorted."""
-    seen: set[str] = set()
-    pending = [module]
-    while pending:
-        current = pending.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        pending.extend(_direct_imports(current))
-    return sorted(seen)
-
-
-#: Modules every rule runs through. The CLI imports each stage lazily, inside its
-#: handler, and a stage's change must not rerun the other stages: only what the
-#: entry points import at module level (e.g. featlearn.io, which writes every
-#: output) counts for every rule.
-ENTRY_POINTS = ("featlearn.cli", "featlearn.__main__")
-
-
-def entry_point_modules() -> set[str]:
-    """The entry points and every featlearn module they import at module level, transitively."""
-    found = set(ENTRY_POINTS)
-    for entry_point in ENTRY_POINTS:
-        for imported in _direct_imports(entry_point, module_level_only=True) - set(ENTRY_POINTS):
-            found.update(module_closure(imported))
     return found
 
 
-def code_version(*modules: str) -> str:
-    """Short SHA-256 of the sources a rule runs.
+def _executed(node: ast.AST) -> Iterator[ast.AST]:
+    """``node`` and everything inside it, except ``if TYPE_CHECKING:`` blocks (they never run)."""
+    yield node
+    for child in ast.iter_child_nodes(node):
+        test = child.test if isinstance(child, ast.If) else None
+        if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+            yield from (inner for branch in child.orelse for inner in _executed(branch))
+        else:
+            yield from _executed(child)
 
-    That is ``modules``, everything they import from featlearn, and the
-    command-line entry points with their module-level imports (without their
-    lazy imports of other stages).
-    """
-    digest = hashlib.sha256()
-    for name in sorted({m for module in modules for m in module_closure(module)} | entry_point_modules()):
-        path = _source_path(name)
-        if path is None:
-            raise ValueError(f"no Python source for module {name!r}")
-        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+
+@functools.cache
+def _direct_imports(module: str) -> frozenset[str]:
+    """featlearn modules ``module`` imports anywhere in its source (where it may run)."""
+    return frozenset(_imported_modules(module, _executed(_tree(module))))
+
+
+def module_closure(modules: Iterable[str]) -> list[str]:
+    """``modules`` and every featlearn module they import, transitively, sorted."""
+    seen: set[str] = set()
+    pending = list(modules)
+    while pending:
+        current = pending.pop()
+        if current not in seen:
+            seen.add(current)
+            pending.extend(_direct_imports(current))
+    return sorted(seen)
+
+
+def _cli_functions(command: str) -> list[ast.FunctionDef]:
+    """The functions of cli.py that ``featlearn COMMAND`` runs: entry functions, handler, its helpers."""
+    functions = {node.name: node for node in _tree(CLI).body if isinstance(node, ast.FunctionDef)}
+    handler = f"_{command}"
+    if handler not in functions:
+        raise ValueError(f"featlearn.cli has no handler {handler} for command {command!r}")
+    chosen = {name: functions[name] for name in _CLI_ENTRY_FUNCTIONS}
+    # Follow calls from the handler only: build_parser names every handler.
+    pending = [handler]
+    while pending:
+        name = pending.pop()
+        if name in chosen:
+            continue
+        chosen[name] = functions[name]
+        called = {node.id for node in ast.walk(functions[name]) if isinstance(node, ast.Name)}
+        pending.extend(sorted(called & functions.keys() - chosen.keys()))
+    return [chosen[name] for name in sorted(chosen)]
+
+
+def _module_level(tree: ast.Module) -> Iterator[ast.AST]:
+    """The statements of a module outside its functions, and everything inside them."""
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield from _executed(node)
+
+
+def _without_docstrings(node: ast.AST) -> ast.AST:
+    """A copy of ``node`` with the docstrings of every module, class and function removed."""
+    copy = deepcopy(node)
+    for inner in ast.walk(copy):
+        body = getattr(inner, "body", None)
+        if (
+            isinstance(inner, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            inner.body = body[1:] or [ast.Pass()]
+    return copy
+
+
+def _fingerprint(node: ast.AST) -> bytes:
+    """The syntax tree of ``node`` without docstrings, positions or formatting."""
+    return ast.dump(_without_docstrings(node), include_attributes=False).encode()
+
+
+def code_version(command: str, *modules: str) -> str:
+    """Short SHA-256 of what ``featlearn COMMAND`` runs, plus ``modules`` (see the module docstring)."""
+    cli_tree = _tree(CLI)
+    functions = _cli_functions(command)
+    cli_part = ast.Module(
+        body=[n for n in cli_tree.body if not isinstance(n, ast.FunctionDef)] + functions, type_ignores=[]
+    )
+    imported = _imported_modules(CLI, [*_module_level(cli_tree), *(n for f in functions for n in _executed(f))])
+    digest = hashlib.sha256(CLI.encode() + b"\0" + _fingerprint(cli_part) + b"\0")
+    for name in module_closure({*imported, *modules}):
+        digest.update(name.encode() + b"\0" + _fingerprint(_tree(name)) + b"\0")
     return digest.hexdigest()[:16]
 
 
-def as_json(value: Any) -> str:
-    """A configuration section as canonical JSON: a builtin-typed, order-independent param."""
-    return json.dumps(value, sort_keys=True)
+def as_json(value: Any, *, ordered: bool = False) -> str:
+    """A configuration section as JSON: a builtin-typed param.
+
+    Keys are sorted (editing the order of keys in a file changes nothing)
+    unless ``ordered``: an experiment's parameters keep their order, which is
+    the order of its grid's dimensions.
+    """
+    return json.dumps(value, sort_keys=not ordered)

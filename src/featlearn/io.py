@@ -92,7 +92,7 @@ def config_sha256(config: Mapping[str, Any]) -> str:
 
 def utc_now() -> str:
     """The current UTC time in ISO 8601 (seconds)."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def provenance_attrs(title: str, solver: str, config: Mapping[str, Any] | None) -> dict[str, str]:
@@ -108,12 +108,13 @@ def provenance_attrs(title: str, solver: str, config: Mapping[str, Any] | None) 
     }
 
 
-def derived_attrs(title: str, source: xr.Dataset) -> dict[str, str]:
-    """Global attributes of a dataset computed from ``source`` (an analysis of trajectories).
+def derived_attrs(stage: str, source: xr.Dataset) -> dict[str, str]:
+    """Global attributes of the output of analysis ``stage`` (e.g. ``"mechanisms"``) of ``source``.
 
     Fresh version, commit and time; the experiment, solver and configuration
     hash of the runs it analyses.
     """
+    title = f"featlearn {stage}: {source.attrs.get('experiment', '')}"
     attrs = provenance_attrs(title, source.attrs.get("solver", "none"), None)
     attrs["config_sha256"] = source.attrs.get("config_sha256", "none")
     attrs["experiment"] = source.attrs.get("experiment", "")

@@ -71,7 +71,7 @@ def gd(gram0: Gram, hyper: Hyperparameters, times: ArrayLike, dt: float) -> Traj
     hyper = _broadcast(hyper, shape)
     gram = Gram(*(np.array(np.broadcast_to(np.asarray(x, dtype=float), shape)) for x in gram0))
     loss0 = theory.loss(theory.output(hyper.kappa, gram), hyper.beta_star, hyper.sigma2)
-    records = [np.full(shape + (len(steps),), np.nan) for _ in range(3)]
+    records = [np.full((*shape, len(steps)), np.nan) for _ in range(3)]
     diverged = np.zeros(shape, dtype=bool)
     next_record = 0
     for step in range(int(steps[-1]) + 1):
@@ -121,7 +121,7 @@ def explicit(
         return _explicit_flow(u, w, force, eta_u, eta_w, np.asarray(times, dtype=float), rtol, atol)
 
     steps = record_steps(times, dt)
-    records = [np.full(shape + (len(steps),), np.nan) for _ in range(3)]
+    records = [np.full((*shape, len(steps)), np.nan) for _ in range(3)]
     diverged = np.zeros(shape, dtype=bool)
     beta0 = np.einsum("...i,...i->...", u, w) * hyper.kappa
     loss0 = theory.loss(beta0, hyper.beta_star, hyper.sigma2)
@@ -160,8 +160,8 @@ def _explicit_flow(u, w, force, eta_u, eta_w, times, rtol, atol) -> Trajectory:
     )
     if not solution.success:
         raise RuntimeError(f"explicit gradient-flow solve failed: {solution.message}")
-    u_t = np.moveaxis(solution.y[:size].reshape(u.shape + (len(times),)), -1, -2)
-    w_t = np.moveaxis(solution.y[size:].reshape(w.shape + (len(times),)), -1, -2)
+    u_t = np.moveaxis(solution.y[:size].reshape((*u.shape, len(times))), -1, -2)
+    w_t = np.moveaxis(solution.y[size:].reshape((*w.shape, len(times))), -1, -2)
     gram = theory.gram_from_vectors(u_t, w_t)
     return Trajectory(gram, np.zeros(shape, dtype=bool))
 

@@ -79,9 +79,7 @@ def sample_vectors(
     return sigma_u * x1, sigma_w * x2
 
 
-def sample_gram(
-    rng: np.random.Generator, width: int, sigma_u: float, sigma_w: float, rho: float, size: int
-) -> Gram:
+def sample_gram(rng: np.random.Generator, width: int, sigma_u: float, sigma_w: float, rho: float, size: int) -> Gram:
     """Exact draw of the Gram entries of :func:`sample_vectors`, in O(1) per draw.
 
     The Gram matrix of two independent standard width-d vectors is a 2x2
@@ -316,7 +314,9 @@ def learning_time(gram0: Gram, hyper: Hyperparameters, eps: float = 1e-2) -> Flo
         n0, n1 = (b + lam) / 2 + a, -((b - lam) / 2 + a)
         d0, d1 = d - (b - lam) / 2, -(d - (b + lam) / 2)
         e = (n0 - z * d0) / (z * d1 - n1)
-        t_general = np.where(lam > 0, -np.log(e) / np.where(lam > 0, lam, 1.0), (z - 1) / ((b / 2 + a) - z * (d - b / 2)))
+        t_general = np.where(
+            lam > 0, -np.log(e) / np.where(lam > 0, lam, 1.0), (z - 1) / ((b / 2 + a) - z * (d - b / 2))
+        )
         t_general = np.where(np.isfinite(t_general) & (t_general >= 0), t_general, np.inf)
     result = np.where(frozen, t_frozen, t_general)
     return np.where(beta0 == beta_star, 0.0, result)

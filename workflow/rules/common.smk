@@ -1,18 +1,92 @@
-# Shared by every rule file: the validated configuration and DAG helpers.
+# Shared by all rule files. The validated configuration, where each stage writes, how jobs
+# call featlearn, and the final targets (get_final_output, as in snakemake-workflows).
 
-import os
+import re
+import shlex
 import sys
+from pathlib import Path
 
-from featlearn import config as featlearn_config
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+from featlearn import validation
 from featlearn.dag import as_json, code_version
+from featlearn.errors import ConfigError
+from featlearn.figures import table as figure_table
+from featlearn.grid import Experiment
 
-# Rejects a bad configuration before any job is scheduled, naming every bad field.
-CONFIG = featlearn_config.validate(config)
+# A bad configuration is refused here, before any job is scheduled, naming every bad field.
+if not workflow.configfiles:
+    sys.exit(
+        "featlearn: no configuration. Snakemake takes config/config.yaml from the workflow profile "
+        "(workflow/profiles/default); give one with --configfile FILE."
+    )
+try:
+    CONFIG = validation.validate(config)
+except ConfigError as error:
+    sys.exit(f"featlearn: {error}")
 
-# Jobs run the `featlearn` command of the environment running Snakemake (also when it
-# was started as .venv/bin/snakemake without activating the environment).
-SEARCH_PATH = os.environ["PATH"]
-os.environ["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{SEARCH_PATH}"
 
-# Every rule file appends the final outputs it contributes; `rule all` requests them.
-ALL_TARGETS = []
+def featlearn_command():
+    """How jobs call featlearn: with the interpreter running Snakemake (its environment has
+    featlearn installed), named relative to the workflow folder when it lies inside it, so
+    moving the project folder changes no rule's params; with --use-conda, with the python of
+    the rule's own conda environment."""
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        return "python -m featlearn"
+    interpreter = Path(sys.executable).absolute()
+    if interpreter.is_relative_to(Path.cwd()):
+        interpreter = interpreter.relative_to(Path.cwd())
+    return f"{shlex.quote(str(interpreter))} -m featlearn"
+
+
+FEATLEARN = featlearn_command()
+
+# Conda environments: the linear stages need no torch, the nonlinear training does.
+ENV = "../envs/featlearn.yaml"
+TORCH_ENV = "../envs/nonlinear.yaml"
+
+# Every job times itself (the benchmark: directive); the archive's provenance reads these files.
+BENCHMARKS = "logs/benchmarks"
+
+# Where each stage writes its output for an experiment; the figure table names its inputs by kind.
+OUTPUTS = {
+    "trajectories": "results/{experiment}/trajectories.nc",
+    "mechanisms": "results/{experiment}/mechanisms.nc",
+    "phases": "results/{experiment}/phases.nc",
+    "nonlinear": "results/nonlinear/{experiment}.nc",
+}
+
+
+def output_of(kind, experiment):
+    return OUTPUTS[kind].format(experiment=experiment)
+
+
+EXPERIMENTS = {name: Experiment.from_config(CONFIG, name) for name in CONFIG["experiments"]}
+PHASE_EXPERIMENTS = CONFIG["phases"]["experiments"]
+NONLINEAR = CONFIG["nonlinear"]
+# CIFAR-10 experiments join the DAG only when the folder with its python batches is configured.
+NONLINEAR_EXPERIMENTS = [
+    name
+    for name, spec in NONLINEAR["experiments"].items()
+    if spec["dataset"]["name"] != "cifar10" or NONLINEAR["cifar10_path"]
+]
+# The figures the configuration asks for, drawn from the outputs this run produces.
+AVAILABLE = {
+    *((kind, name) for name in EXPERIMENTS for kind in ("trajectories", "mechanisms")),
+    *(("phases", name) for name in PHASE_EXPERIMENTS),
+    *(("nonlinear", name) for name in NONLINEAR_EXPERIMENTS),
+}
+FIGURE_JOBS = figure_table.figure_jobs(CONFIG, AVAILABLE)
+
+# Experiment names are validated identifiers; escaped anyway, they are joined into a regex.
+EXPERIMENT_PATTERN = "|".join(map(re.escape, [*EXPERIMENTS, *NONLINEAR_EXPERIMENTS])) or "^$"
+
+
+def get_final_output():
+    """Every final output of the run: datasets of every stage and every figure."""
+    targets = [f"results/{name}/config.yaml" for name in EXPERIMENTS]
+    targets += [output_of(kind, name) for name in EXPERIMENTS for kind in ("trajectories", "mechanisms")]
+    targets += [output_of("phases", name) for name in PHASE_EXPERIMENTS]
+    targets += [output_of("nonlinear", name) for name in NONLINEAR_EXPERIMENTS]
+    targets += [f"results/figures/{job.stem}.{suffix}" for job in FIGURE_JOBS for suffix in ("png", "pdf")]
+    return targets

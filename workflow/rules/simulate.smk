@@ -1,93 +1,74 @@
-# Simulation stage (featlearn.config, featlearn.simulate): resolve -> simulate chunks -> merge,
-# and the first figure, exact flow vs GD vs explicit.
-
-import json
-
-EXPERIMENTS = {name: featlearn_config.Experiment.from_config(CONFIG, name) for name in CONFIG["experiments"]}
-
-
-wildcard_constraints:
-    experiment="|".join(EXPERIMENTS) or "^$",
-    chunk=r"\d+",
-    chunks=r"\d+",
+# Simulation stage (featlearn.simulation): each experiment's resolved configuration, its grid
+# simulated in chunks (temporary files, a few per core) and merged into trajectories.nc.
 
 
 rule resolve_experiment:
-    # Writes the experiment's resolved configuration; reruns only when that experiment's
-    # section changes, so editing one experiment reruns only its chain.
+    # The experiment's configuration as resolved (defaults filled in): a record for the reader.
+    # Simulations get the same settings as a param, so re-resolving reruns nothing downstream.
     output:
         "results/{experiment}/config.yaml",
-    params:
-        # Not as_json: key order is the order of the grid's dimensions, so it must survive.
-        resolved=lambda w: json.dumps(featlearn_config.experiment_config(CONFIG, w.experiment)),
-        code=code_version("featlearn.config"),
-    conda:
-        "../../environment.yml"
     log:
         "logs/resolve_experiment/{experiment}.log",
+    benchmark:
+        f"{BENCHMARKS}/resolve_experiment/{{experiment}}.tsv"
+    localrule: True
+    conda:
+        ENV
+    params:
+        featlearn=FEATLEARN,
+        settings=lambda w: as_json(validation.experiment_config(CONFIG, w.experiment), ordered=True),
+        code=code_version("resolve"),
     shell:
-        "echo {params.resolved:q} | featlearn validate - --experiment {wildcards.experiment} "
-        "--output {output} 2> {log}"
+        "{params.featlearn} resolve --output {output} --settings {params.settings:q} > {log} 2>&1"
 
 
 rule simulate:
-    input:
-        "results/{experiment}/config.yaml",
     output:
-        "results/{experiment}/chunks/{chunk}-of-{chunks}.nc",
-    params:
-        code=code_version("featlearn.simulate"),
-    conda:
-        "../../environment.yml"
+        temp("results/{experiment}/chunks/{chunk}-of-{chunks}.nc"),
     log:
         "logs/simulate/{experiment}/{chunk}-of-{chunks}.log",
+    benchmark:
+        f"{BENCHMARKS}/simulate/{{experiment}}/{{chunk}}-of-{{chunks}}.tsv"
+    group:
+        "simulation"
+    conda:
+        ENV
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        featlearn=FEATLEARN,
+        # Key order is the order of the grid's dimensions: it must survive. (Merge repeats both
+        # params: these outputs are temporary.)
+        settings=lambda w: as_json(validation.experiment_config(CONFIG, w.experiment), ordered=True),
+        code=code_version("simulate"),
     shell:
-        "featlearn simulate {input} --experiment {wildcards.experiment} "
-        "--chunk {wildcards.chunk} --chunks {wildcards.chunks} --output {output} 2> {log}"
+        "{params.featlearn} simulate --output {output} --settings {params.settings:q} "
+        "--chunk {wildcards.chunk} --chunks {wildcards.chunks} > {log} 2>&1"
 
 
 rule merge:
     input:
         lambda w: EXPERIMENTS[w.experiment].chunk_files("results"),
     output:
-        "results/{experiment}/trajectories.nc",
-    params:
-        code=code_version("featlearn.simulate"),
-    conda:
-        "../../environment.yml"
+        OUTPUTS["trajectories"],
     log:
         "logs/merge/{experiment}.log",
+    benchmark:
+        f"{BENCHMARKS}/merge/{{experiment}}.tsv"
+    group:
+        "simulation"
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        featlearn=FEATLEARN,
+        # The chunks are temporary: once merged they are gone, so a change to what the simulate
+        # jobs run (their settings or code) must rerun the merge, which then needs new chunks.
+        simulation=lambda w: as_json(validation.experiment_config(CONFIG, w.experiment), ordered=True),
+        simulation_code=code_version("simulate"),
+        code=code_version("merge"),
     shell:
-        "featlearn merge {input} --output {output} 2> {log}"
-
-
-ALL_TARGETS.extend(f"results/{name}/trajectories.nc" for name in EXPERIMENTS)
-
-if "solver_comparison" in CONFIG["figures"]:
-    SOLVER_COMPARISON = CONFIG["figures"]["solver_comparison"]
-
-    rule figure_solver_comparison:
-        input:
-            [f"results/{name}/trajectories.nc" for name in SOLVER_COMPARISON["experiments"]],
-        output:
-            png=report(
-                "results/figures/solver_comparison.png",
-                caption="../report/solver_comparison.rst",
-                category="Simulation",
-            ),
-            pdf="results/figures/solver_comparison.pdf",
-        params:
-            options=as_json({"seed": SOLVER_COMPARISON["seed"]}),
-            code=code_version("featlearn.figures.simulation"),
-        conda:
-            "../../environment.yml"
-        log:
-            "logs/figures/solver_comparison.log",
-        shell:
-            "featlearn figure solver_comparison {input} --output {output.png} "
-            "--options {params.options:q} 2> {log}"
-
-    ALL_TARGETS.append("results/figures/solver_comparison.png")
+        "{params.featlearn} merge {input} --output {output} > {log} 2>&1"

@@ -1,7 +1,7 @@
 """Figures of the mechanism stage: maps, one trajectory panel per mechanism, width scaling.
 
 Every function reads ``mechanisms.nc`` datasets (the output of
-:func:`featlearn.mechanisms.detect`); the thresholds drawn are the ones the
+:func:`featlearn.mechanism_detection.detect`); the thresholds drawn are the ones the
 dataset was classified with (its ``eps_*`` attributes).
 """
 
@@ -17,14 +17,13 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from featlearn import mechanisms
-from featlearn.figures import register
+from featlearn import mechanism_detection
+from featlearn.contract import MAGNITUDES, PRIMARY_LABELS
+from featlearn.errors import InputError
 from featlearn.figures.style import new_figure
 
 #: One colour per primary label (kernel grey-blue, mechanisms distinct, diverged black).
-LABEL_COLOURS = dict(
-    zip(mechanisms.PRIMARY_LABELS, ("#8da0cb", "#66c2a5", "#fc8d62", "#e78ac3", "#222222"))
-)
+LABEL_COLOURS = dict(zip(PRIMARY_LABELS, ("#8da0cb", "#66c2a5", "#fc8d62", "#e78ac3", "#222222")))
 
 
 def _select(ds: xr.Dataset, select: Mapping[str, Any] | None, keep: Sequence[str]) -> xr.Dataset:
@@ -32,8 +31,11 @@ def _select(ds: xr.Dataset, select: Mapping[str, Any] | None, keep: Sequence[str
     selected = ds.sel(dict(select or {}))
     extra = [d for d in selected["primary"].dims if d not in (*keep, "seed")]
     if extra:
-        raise ValueError(f"{ds.attrs.get('experiment')}: fix the dims {extra} with 'select' (values: "
-                         + "; ".join(f"{d} = {list(ds[d].values)}" for d in extra) + ")")
+        raise InputError(
+            f"{ds.attrs.get('experiment')}: fix the dims {extra} with 'select' (values: "
+            + "; ".join(f"{d} = {list(ds[d].values)}" for d in extra)
+            + ")"
+        )
     return selected
 
 
@@ -56,12 +58,18 @@ def _map_panel(ax, field: xr.DataArray, x: str, y: str, **kwargs) -> Any:
 def _threshold_contour(ax, field: xr.DataArray, x: str, y: str, levels: Sequence[float]) -> None:
     values = field.transpose(y, x).values
     if min(values.shape) >= 2 and np.isfinite(values).any():
-        ax.contour(np.arange(values.shape[1]), np.arange(values.shape[0]), values, levels=sorted(levels),
-                   colors="k", linewidths=1.2, linestyles="--")
+        ax.contour(
+            np.arange(values.shape[1]),
+            np.arange(values.shape[0]),
+            values,
+            levels=sorted(levels),
+            colors="k",
+            linewidths=1.2,
+            linestyles="--",
+        )
 
 
-@register("mechanism_map")
-def mechanism_map(datasets: Sequence[xr.Dataset], *, x: str, y: str, select: Mapping[str, Any] | None = None) -> Figure:
+def mechanism_map(*, mechanisms: xr.Dataset, x: str, y: str, select: Mapping[str, Any] | None = None) -> Figure:
     """Primary mechanism over two swept hyperparameters, with the three magnitudes beside it.
 
     Panels: the most frequent primary label over seeds; the median of
@@ -69,18 +77,20 @@ def mechanism_map(datasets: Sequence[xr.Dataset], *, x: str, y: str, select: Map
     (dashed: eps_rho); the median ``|kernel_change|`` (log colour, dashed:
     eps_K). ``select`` fixes every other grid dim.
     """
-    (ds,) = datasets
-    ds = _select(ds, select, (x, y))
+    ds = _select(mechanisms, select, (x, y))
     figure, axes = new_figure(1, 4, width=3.6, height=3.2)
-    label = mechanisms.majority_label(ds["primary"])
-    colours = ListedColormap([LABEL_COLOURS[name] for name in mechanisms.PRIMARY_LABELS])
-    bounds = np.arange(len(mechanisms.PRIMARY_LABELS) + 1) - 0.5
+    label = mechanism_detection.majority_label(ds["primary"])
+    colours = ListedColormap([LABEL_COLOURS[name] for name in PRIMARY_LABELS])
+    bounds = np.arange(len(PRIMARY_LABELS) + 1) - 0.5
     _map_panel(axes[0, 0], label, x, y, cmap=colours, norm=BoundaryNorm(bounds, colours.N))
     axes[0, 0].set_title("primary mechanism (majority of seeds)")
-    present = [mechanisms.PRIMARY_LABELS[code] for code in np.unique(label.values)]
+    present = [PRIMARY_LABELS[code] for code in np.unique(label.values)]
     axes[0, 0].legend(
         handles=[Patch(color=LABEL_COLOURS[name], label=name) for name in present],
-        loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2, frameon=False,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.42),
+        ncol=2,
+        frameon=False,
     )
 
     delta_c = ds["delta_c"].median("seed")
@@ -118,8 +128,7 @@ def _trajectory_rows(run: xr.Dataset) -> list[tuple[str, dict[str, xr.DataArray]
 _CURVE_STYLE = {"c": "-", "u": "-", "w": "--", "K": "-", "A": "-", "R": "--"}
 
 
-@register("mechanism_trajectories")
-def mechanism_trajectories(datasets: Sequence[xr.Dataset], *, panels: Mapping[str, Mapping[str, Any]]) -> Figure:
+def mechanism_trajectories(*, mechanisms: Sequence[xr.Dataset], panels: Mapping[str, Mapping[str, Any]]) -> Figure:
     """One column per mechanism: c(t), layer norms, kernel and the path split against time.
 
     ``panels`` maps a label (kernel, alignment, disalignment, rescaling) to
@@ -127,7 +136,7 @@ def mechanism_trajectories(datasets: Sequence[xr.Dataset], *, panels: Mapping[st
     first seed thick). The column title says in how many seeds that point's
     primary label is the column's label.
     """
-    by_experiment = {ds.attrs["experiment"]: ds for ds in datasets}
+    by_experiment = {ds.attrs["experiment"]: ds for ds in mechanisms}
     # Rows share their y range, so a mechanism's signature stands out against the others (kernel: flat).
     figure, axes = new_figure(4, len(panels), width=3.2, height=2.3, sharex=True, sharey="row")
     for column, (label, spec) in enumerate(panels.items()):
@@ -140,15 +149,22 @@ def mechanism_trajectories(datasets: Sequence[xr.Dataset], *, panels: Mapping[st
             for name, values in curves.items():
                 for index, seed in enumerate(run["seed"].values):
                     first = index == 0
-                    ax.plot(times[shown], values.sel(seed=seed).values[shown], _CURVE_STYLE[name], color=colour,
-                            lw=2.0 if first else 0.6, alpha=1.0 if first else 0.5, label=name if first else None)
+                    ax.plot(
+                        times[shown],
+                        values.sel(seed=seed).values[shown],
+                        _CURVE_STYLE[name],
+                        color=colour,
+                        lw=2.0 if first else 0.6,
+                        alpha=1.0 if first else 0.5,
+                        label=name if first else None,
+                    )
             ax.set_xscale("log")
             ax.set_yscale(scale)
             if column == 0:
                 ax.set_ylabel(ylabel)
             if len(curves) > 1:
                 ax.legend(frameon=False, fontsize="small")
-        agreeing = int((run["primary"] == mechanisms.PRIMARY_LABELS.index(label)).sum())
+        agreeing = int((run["primary"] == PRIMARY_LABELS.index(label)).sum())
         point = ", ".join(f"{k} {v}" for k, v in (spec.get("select") or {}).items())
         axes[0, column].set_title(
             f"{label}\n{spec['experiment']}\n{point}\n{label} in {agreeing}/{run.sizes['seed']} seeds", fontsize="small"
@@ -166,8 +182,7 @@ _MAGNITUDE_LABELS = {
 _THRESHOLD_OF = {"delta_c": "eps_c", "rho_u": "eps_rho", "rho_w": "eps_rho", "kernel_change": "eps_K"}
 
 
-@register("mechanism_width_scaling")
-def mechanism_width_scaling(datasets: Sequence[xr.Dataset], *, select: Mapping[str, Any] | None = None) -> Figure:
+def mechanism_width_scaling(*, mechanisms: xr.Dataset, select: Mapping[str, Any] | None = None) -> Figure:
     """Mechanism magnitudes (rms over seeds) against width, one line per point of the other grid dim.
 
     Dots: measured; lines: the stored least-squares fits ``C width^p``, with
@@ -175,25 +190,30 @@ def mechanism_width_scaling(datasets: Sequence[xr.Dataset], *, select: Mapping[s
     kernel phase all four magnitudes fall as a power of width; in the
     feature-learning phase they stay finite (or grow).
     """
-    (ds,) = datasets
+    ds = mechanisms
     series_dims = [d for d in ds["primary"].dims if d not in ("width", "seed") and d not in (select or {})]
     if len(series_dims) > 1:
-        raise ValueError(f"width scaling draws one line per value of one dim; fix {series_dims[1:]} with 'select'")
+        raise InputError(f"width scaling draws one line per value of one dim; fix {series_dims[1:]} with 'select'")
     ds = ds.sel(dict(select or {}))
     series = list(ds[series_dims[0]].values) if series_dims else [None]
     palette = dict(zip(series, sns.color_palette("tab10", len(series))))
-    figure, axes = new_figure(1, len(mechanisms.MAGNITUDES), width=3.3, height=3.0, sharex=True)
+    figure, axes = new_figure(1, len(MAGNITUDES), width=3.3, height=3.0, sharex=True)
     widths = ds["width"].values.astype(float)
-    for ax, name in zip(axes[0], mechanisms.MAGNITUDES):
+    for ax, name in zip(axes[0], MAGNITUDES):
         for value in series:
             part = ds.sel({series_dims[0]: value}) if value is not None else ds
-            rms = mechanisms.seed_rms(part[name]).values
+            rms = mechanism_detection.seed_rms(part[name]).values
             fit = part.sel(magnitude=name)
             exponent, stderr = float(fit["width_exponent"]), float(fit["width_exponent_stderr"])
             text = "" if value is None else str(value).replace("_", "-") + ": "
             ax.plot(widths, rms, "o", color=palette[value], ms=4)
-            ax.plot(widths, float(fit["width_prefactor"]) * widths**exponent, "-", color=palette[value],
-                    label=f"{text}$p = {exponent:.2f} \\pm {stderr:.2f}$")
+            ax.plot(
+                widths,
+                float(fit["width_prefactor"]) * widths**exponent,
+                "-",
+                color=palette[value],
+                label=f"{text}$p = {exponent:.2f} \\pm {stderr:.2f}$",
+            )
         ax.axhline(ds.attrs[_THRESHOLD_OF[name]], color="k", ls=":", lw=1)
         ax.set_xscale("log")
         ax.set_yscale("log")

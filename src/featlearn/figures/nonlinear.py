@@ -11,13 +11,12 @@ import xarray as xr
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from featlearn.figures import register
+from featlearn.contract import NONLINEAR_SWEEP_DIMS as SWEEP_DIMS
 from featlearn.figures.style import new_figure
 from featlearn.nonlinear.mechanisms import mechanism_flags
 
 #: Dimensions that index panels (rows) when they hold more than one value.
 PANEL_DIMS = ("setting", "parametrization", "width")
-SWEEP_DIMS = ("setting", "activation", "parametrization", "width", "init_scale")
 MECHANISMS = ("alignment", "disalignment", "rescaling")
 
 
@@ -26,7 +25,10 @@ def _varying(ds: xr.Dataset, dims: tuple[str, ...]) -> list[str]:
 
 
 def _label(point: dict[str, Any]) -> str:
-    return ", ".join(f"{value}" if dim in ("setting", "activation", "parametrization") else f"{dim} {value:g}" for dim, value in point.items())
+    return ", ".join(
+        f"{value}" if dim in ("setting", "activation", "parametrization") else f"{dim} {value:g}"
+        for dim, value in point.items()
+    )
 
 
 def _drop_sweeps(data: xr.DataArray | xr.Dataset) -> xr.DataArray | xr.Dataset:
@@ -38,16 +40,14 @@ def _points(ds: xr.Dataset, dims: list[str]) -> list[dict[str, Any]]:
     return [dict(zip(dims, values)) for values in itertools.product(*(ds[d].values.tolist() for d in dims))]
 
 
-@register("nonlinear_zeta")
-def plot_zeta(datasets: list[xr.Dataset]) -> Figure:
+def nonlinear_zeta(*, nonlinear: xr.Dataset) -> Figure:
     """Alignment zeta_l against step, one colour per init scale (seed mean, min-max band).
 
     Columns: activation x layer (the last layer has no successor); rows: the
     setting, parametrization and width combinations. Dashed: the solvable
     linear model's prediction from the same start, where the dataset has it.
     """
-    (ds,) = datasets
-    ds = ds.squeeze([d for d in (*PANEL_DIMS, "activation") if ds.sizes[d] == 1])
+    ds = nonlinear.squeeze([d for d in (*PANEL_DIMS, "activation") if nonlinear.sizes[d] == 1])
     layers = ds["layer"].values[:-1]
     row_dims = _varying(ds, PANEL_DIMS)
     rows = _points(ds, row_dims) or [{}]
@@ -76,17 +76,18 @@ def plot_zeta(datasets: list[xr.Dataset]) -> Figure:
         if j == 0:
             ax.set_ylabel(r"$\zeta_l$")
     axes[0, 0].legend(fontsize=6, title="dashed: linear theory" if "zeta_theory" in ds else None, title_fontsize=6)
-    figure.suptitle(f"{ds.attrs.get('experiment', '')} ({ds.attrs.get('dataset', '')}, depth {ds.attrs.get('depth', '')})")
+    figure.suptitle(
+        f"{ds.attrs.get('experiment', '')} ({ds.attrs.get('dataset', '')}, depth {ds.attrs.get('depth', '')})"
+    )
     return figure
 
 
-@register("nonlinear_ntk_width")
-def plot_ntk_width(datasets: list[xr.Dataset]) -> Figure:
+def nonlinear_ntk_width(*, nonlinear: xr.Dataset) -> Figure:
     """Final relative NTK change against width, one line per parametrization (and activation).
 
     Dots: seeds; line: their mean; the legend gives the log-log slope fitted to the means.
     """
-    (ds,) = datasets
+    ds = nonlinear
     change = ds["ntk_change"].isel(step=-1)
     figure, axes = new_figure(1, 1, width=4.2, height=3.2)
     ax = axes[0, 0]
@@ -106,15 +107,14 @@ def plot_ntk_width(datasets: list[xr.Dataset]) -> Figure:
     return figure
 
 
-@register("nonlinear_accuracy")
-def plot_accuracy(datasets: list[xr.Dataset]) -> Figure:
+def nonlinear_accuracy(*, nonlinear: list[xr.Dataset]) -> Figure:
     """Final test accuracy against init scale, one line per dataset (and parametrization, width).
 
     Mean over seeds with the seed standard deviation as error bars.
     """
     figure, axes = new_figure(1, 1, width=4.2, height=3.2)
     ax = axes[0, 0]
-    for ds in datasets:
+    for ds in nonlinear:
         accuracy = ds["test_accuracy"].isel(step=-1)
         for point in _points(ds, _varying(ds, ("parametrization", "width", "activation"))):
             values = _drop_sweeps(accuracy.sel(point))
@@ -129,16 +129,15 @@ def plot_accuracy(datasets: list[xr.Dataset]) -> Figure:
     return figure
 
 
-@register("nonlinear_mechanisms")
-def plot_mechanisms(datasets: list[xr.Dataset], *, eps_c: float, eps_rho: float, eps_K: float) -> Figure:
-    """Which mechanisms each run shows, per layer, by the SPEC thresholds.
+def nonlinear_mechanisms(*, nonlinear: list[xr.Dataset], eps_c: float, eps_rho: float, eps_K: float) -> Figure:
+    """Which mechanisms each run shows, per layer, by the mechanism thresholds (docs/mechanisms.md).
 
     One block of rows per experiment, one row per configuration; columns
     ``kernel`` and, per layer, alignment (A), disalignment (D) and rescaling
     (R). Colour: fraction of seeds with the flag.
     """
     blocks = []
-    for ds in datasets:
+    for ds in nonlinear:
         flags = mechanism_flags(ds, eps_c=eps_c, eps_rho=eps_rho, eps_k=eps_K)
         dims = _varying(ds, ("setting", "activation", "parametrization", "width", "init_scale"))
         last = int(ds["layer"].values[-1])

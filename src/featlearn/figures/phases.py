@@ -1,6 +1,6 @@
 """Figures of the phase stage: phase diagrams, kernel change against width, finite-width map, GD steps.
 
-The phase diagrams read ``phases.nc`` (:func:`featlearn.phases.analyse`):
+The phase diagrams read ``phases.nc`` (:func:`featlearn.phase_diagram.analyse`):
 the colour is the phase classified from measurements, the black lines are
 the boundaries between the predicted phases (drawn along cell edges) and a
 cross marks every cell where the two disagree.
@@ -15,11 +15,12 @@ import xarray as xr
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter
 
-from featlearn import phases, theory
-from featlearn.figures import register
+from featlearn import phase_diagram, theory
+from featlearn.contract import GD_PHASES, PHASES
+from featlearn.errors import InputError
 from featlearn.figures.style import new_figure
 
 PHASE_COLOURS = ("#444444", "#bcbddc", "#fb6a4a", "#6baed6", "#74c476")
@@ -64,12 +65,14 @@ def _phase_plane(ds: xr.Dataset, x: str, y: str, title: str) -> Figure:
     """Empirical phase (colour) over the (x, y) plane, predicted boundaries, disagreements marked."""
     extra = [d for d in ds["phase"].dims if d not in (x, y)]
     if extra:
-        raise ValueError(f"phase diagram over ({x}, {y}) needs a 2-D grid; {ds.attrs.get('experiment')} also sweeps {extra}")
+        raise InputError(
+            f"phase diagram over ({x}, {y}) needs a 2-D grid; {ds.attrs.get('experiment')} also sweeps {extra}"
+        )
     ds = ds.sortby([x, y])
     measured = ds["phase"].transpose(y, x).values
     predicted = ds["phase_theory"].transpose(y, x).values
     x_edges, y_edges = _edges(ds[x].values), _edges(ds[y].values)
-    cmap, norm, handles = _categorical(phases.PHASES, PHASE_COLOURS)
+    cmap, norm, handles = _categorical(PHASES, PHASE_COLOURS)
     figure, axes = new_figure(1, 1, width=5.6, height=4.4)
     ax = axes[0, 0]
     ax.pcolormesh(x_edges, y_edges, measured, cmap=cmap, norm=norm)
@@ -90,33 +93,29 @@ def _phase_plane(ds: xr.Dataset, x: str, y: str, title: str) -> Figure:
     return figure
 
 
-@register("phases_diagram_scale")
-def phase_diagram_scale(datasets: Sequence[xr.Dataset], *, x: str = "b_u", y: str = "a") -> Figure:
+def phases_diagram_scale(*, phases: xr.Dataset, x: str = "b_u", y: str = "a") -> Figure:
     """Output scale against init scale, learning rates at their largest stable scaling."""
-    return _phase_plane(datasets[0], x, y, "output scale vs init scale (learning rate at its largest stable scaling)")
+    return _phase_plane(phases, x, y, "output scale vs init scale (learning rate at its largest stable scaling)")
 
 
-@register("phases_diagram_imbalance")
-def phase_diagram_imbalance(datasets: Sequence[xr.Dataset], *, x: str = "b_imbalance", y: str = "c_imbalance") -> Figure:
+def phases_diagram_imbalance(*, phases: xr.Dataset, x: str = "b_imbalance", y: str = "c_imbalance") -> Figure:
     """Layer imbalance of the init scales against that of the learning rates."""
-    return _phase_plane(datasets[0], x, y, "layer imbalance: init scales vs learning rates")
+    return _phase_plane(phases, x, y, "layer imbalance: init scales vs learning rates")
 
 
-@register("phases_diagram_rate")
-def phase_diagram_rate(datasets: Sequence[xr.Dataset], *, x: str = "c_u", y: str = "a") -> Figure:
+def phases_diagram_rate(*, phases: xr.Dataset, x: str = "c_u", y: str = "a") -> Figure:
     """Output scale against learning-rate scaling (NTK init): every phase of the table."""
-    return _phase_plane(datasets[0], x, y, "output scale vs learning-rate scaling (init scale fixed)")
+    return _phase_plane(phases, x, y, "output scale vs learning-rate scaling (init scale fixed)")
 
 
-@register("phases_kernel_change_width")
-def kernel_change_width(datasets: Sequence[xr.Dataset]) -> Figure:
+def phases_kernel_change_width(*, trajectories: xr.Dataset, phases: xr.Dataset) -> Figure:
     """Relative kernel change against width, one line per parametrization, fitted slopes annotated.
 
     Inputs: the experiment's trajectories and its phases dataset (for the
     fitted slopes, their bootstrap errors and the predicted exponents).
     """
-    trajectories, fitted = datasets
-    change = phases.measure(trajectories)["kernel_change"]
+    fitted = phases
+    change = phase_diagram.measure(trajectories)["kernel_change"]
     figure, axes = new_figure(1, 1, width=6.2, height=4.6)
     ax = axes[0, 0]
     widths = change["width"].values.astype(float)
@@ -134,8 +133,14 @@ def kernel_change_width(datasets: Sequence[xr.Dataset]) -> Figure:
         ax.errorbar(widths, centre, yerr=[centre - low, high - centre], fmt=marker, color=colour, ms=4, capsize=2)
         intercept = np.nanmean(np.log(centre) - slope * np.log(widths))
         # Dashed every other line: parametrizations with equal changes (one learning-rate scale apart) stay visible.
-        ax.plot(widths, np.exp(intercept + slope * np.log(widths)), "-" if index % 2 == 0 else "--", color=colour, lw=1.2,
-                label=f"{str(name).replace('_', '-')}: slope {slope:+.2f} ± {error:.2f} (theory {predicted:+.1f})")
+        ax.plot(
+            widths,
+            np.exp(intercept + slope * np.log(widths)),
+            "-" if index % 2 == 0 else "--",
+            color=colour,
+            lw=1.2,
+            label=f"{str(name).replace('_', '-')}: slope {slope:+.2f} ± {error:.2f} (theory {predicted:+.1f})",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("width $d$")
@@ -144,8 +149,7 @@ def kernel_change_width(datasets: Sequence[xr.Dataset]) -> Figure:
     return figure
 
 
-@register("phases_kernel_change_map")
-def kernel_change_map(datasets: Sequence[xr.Dataset], *, x: str = "sigma_u0", y: str = "kappa0") -> Figure:
+def phases_kernel_change_map(*, trajectories: xr.Dataset, x: str = "sigma_u0", y: str = "kappa0") -> Figure:
     """Kernel change at one finite width over init scale and output scale.
 
     Colour: median over seeds of log10 |K_eta(T)/K_eta(0) - 1| from the runs.
@@ -153,22 +157,33 @@ def kernel_change_map(datasets: Sequence[xr.Dataset], *, x: str = "sigma_u0", y:
     beta0^2)/M^2) - 1| at the typical initial state (uu = d sigma_u^2,
     ww = d sigma_w^2, uw = sqrt(d) sigma_u sigma_w, its root mean square).
     """
-    ds = datasets[0].sortby([x, y])
-    change = phases.measure(ds)["kernel_change"].median("seed").transpose(y, x)
+    ds = trajectories.sortby([x, y])
+    change = phase_diagram.measure(ds)["kernel_change"].median("seed").transpose(y, x)
     width = float(ds["width"].values.flat[0])
-    hyper = {name: ds[name].transpose(y, x).values for name in ("kappa", "sigma_u", "sigma_w", "eta_u", "eta_w", "beta_star", "sigma2")}
+    hyper = {
+        name: ds[name].transpose(y, x).values
+        for name in ("kappa", "sigma_u", "sigma_w", "eta_u", "eta_w", "beta_star", "sigma2")
+    }
     # A random initial output matters where it is large, so uw takes its typical size, not 0.
     typical = theory.Gram(
-        width * hyper["sigma_u"] ** 2, width * hyper["sigma_w"] ** 2, np.sqrt(width) * hyper["sigma_u"] * hyper["sigma_w"]
+        width * hyper["sigma_u"] ** 2,
+        width * hyper["sigma_w"] ** 2,
+        np.sqrt(width) * hyper["sigma_u"] * hyper["sigma_w"],
     )
-    predicted = np.abs(theory.final_kernel_ratio(
-        typical, theory.Hyperparameters(hyper["kappa"], hyper["eta_u"], hyper["eta_w"], hyper["beta_star"], hyper["sigma2"])
-    ) - 1.0)
+    predicted = np.abs(
+        theory.final_kernel_ratio(
+            typical,
+            theory.Hyperparameters(hyper["kappa"], hyper["eta_u"], hyper["eta_w"], hyper["beta_star"], hyper["sigma2"]),
+        )
+        - 1.0
+    )
     figure, axes = new_figure(1, 1, width=5.6, height=4.4)
     ax = axes[0, 0]
     x_values, y_values = ds[x].values.astype(float), ds[y].values.astype(float)
     log_x, log_y = np.log10(x_values), np.log10(y_values)
-    mesh = ax.pcolormesh(10 ** _edges(log_x), 10 ** _edges(log_y), np.log10(change.values), cmap="viridis", shading="flat")
+    mesh = ax.pcolormesh(
+        10 ** _edges(log_x), 10 ** _edges(log_y), np.log10(change.values), cmap="viridis", shading="flat"
+    )
     figure.colorbar(mesh, ax=ax, label=r"$\log_{10}$ relative kernel change (measured)")
     levels = [1e-2, 1.0, 1e2]
     contours = ax.contour(x_values, y_values, predicted, levels=levels, colors="w", linestyles="--", linewidths=1.2)
@@ -182,8 +197,7 @@ def kernel_change_map(datasets: Sequence[xr.Dataset], *, x: str = "sigma_u0", y:
     return figure
 
 
-@register("phases_gd_step")
-def gd_step_diagram(datasets: Sequence[xr.Dataset], *, x: str = "eta_u0", y: str = "a") -> Figure:
+def phases_gd_step(*, phases: xr.Dataset, x: str = "eta_u0", y: str = "a") -> Figure:
     """Gradient-descent behaviour over step size and output-scale exponent, one panel per width.
 
     Colour: converging / catapult / divergent (most frequent over seeds).
@@ -191,9 +205,9 @@ def gd_step_diagram(datasets: Sequence[xr.Dataset], *, x: str = "eta_u0", y: str
     puts the catapult window. Black line: the predicted kernel /
     feature-learning boundary of gradient flow.
     """
-    ds = datasets[0].sortby([x, y])
+    ds = phases.sortby([x, y])
     widths = np.atleast_1d(ds["width"].values) if "width" in ds["gd_phase"].dims else [None]
-    cmap, norm, handles = _categorical(phases.GD_PHASES, GD_COLOURS)
+    cmap, norm, handles = _categorical(GD_PHASES, GD_COLOURS)
     figure, axes = new_figure(1, len(widths), width=4.6, height=4.2, sharey=True)
     log_x = np.log10(ds[x].values.astype(float))
     x_edges, y_edges = 10 ** _edges(log_x), _edges(ds[y].values)

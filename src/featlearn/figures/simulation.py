@@ -10,7 +10,6 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from featlearn.figures import register
 from featlearn.figures.style import new_figure
 
 _LINESTYLES = {"flow": "-", "gd": "--", "explicit": ":"}
@@ -27,8 +26,7 @@ def _quantity(ds: xr.Dataset, name: str) -> xr.DataArray:
     return ds[name]
 
 
-@register("solver_comparison")
-def solver_comparison(datasets: Sequence[xr.Dataset], *, seed: int = 0) -> Figure:
+def solver_comparison(*, trajectories: Sequence[xr.Dataset], seed: int = 0) -> Figure:
     """Exact flow vs Gram-recursion GD vs explicit width-d GD, against time.
 
     Rows: beta, relative kernel, cos(u, w). Columns: the values of the
@@ -36,12 +34,14 @@ def solver_comparison(datasets: Sequence[xr.Dataset], *, seed: int = 0) -> Figur
     seed (``seed``) is drawn, so the curves of solvers that share an initial
     state (``init: vectors``) lie on each other.
     """
-    parametrizations = list(datasets[0]["parametrization"].values) if "parametrization" in datasets[0].dims else [None]
-    widths = sorted({int(w) for ds in datasets for w in np.atleast_1d(ds["width"].values)})
+    parametrizations = (
+        list(trajectories[0]["parametrization"].values) if "parametrization" in trajectories[0].dims else [None]
+    )
+    widths = sorted({int(w) for ds in trajectories for w in np.atleast_1d(ds["width"].values)})
     palette = dict(zip(widths, sns.color_palette("viridis", len(widths))))
     figure, axes = new_figure(len(_QUANTITIES), len(parametrizations), sharex=True)
     for column, parametrization in enumerate(parametrizations):
-        for ds in datasets:
+        for ds in trajectories:
             selected = ds.sel(seed=seed)
             if parametrization is not None:
                 selected = selected.sel(parametrization=parametrization)
@@ -50,14 +50,12 @@ def solver_comparison(datasets: Sequence[xr.Dataset], *, seed: int = 0) -> Figur
                 run = selected.sel(width=width) if "width" in selected.dims else selected
                 for row, (name, label) in enumerate(_QUANTITIES):
                     ax = axes[row, column]
-                    ax.plot(
-                        run["time"], _quantity(run, name), _LINESTYLES[solver], color=palette[int(width)], lw=1.4
-                    )
+                    ax.plot(run["time"], _quantity(run, name), _LINESTYLES[solver], color=palette[int(width)], lw=1.4)
                     ax.set_ylabel(label)
         axes[0, column].set_title(str(parametrization).replace("_", "-") if parametrization else "")
         axes[-1, column].set_xlabel("time $t$")
     handles = [Line2D([], [], color=palette[w], label=f"d = {w:,}") for w in widths]
-    solvers = [ds.attrs["solver"] for ds in datasets]
+    solvers = [ds.attrs["solver"] for ds in trajectories]
     handles += [Line2D([], [], color="k", ls=_LINESTYLES[s], label=s) for s in solvers]
     figure.legend(handles=handles, loc="outside right center", frameon=False)
     return figure

@@ -30,10 +30,9 @@ import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 
-#: Phases as d -> infinity, in the order they are decided (first match wins); flag values 0..4.
-PHASES: tuple[str, ...] = ("unstable-init", "frozen", "unstable-training", "kernel", "feature-learning")
-#: Gradient-descent behaviour of one run; flag values 0..2.
-GD_PHASES: tuple[str, ...] = ("converging", "catapult", "divergent")
+from featlearn import contract
+from featlearn.contract import GD_PHASES, PHASES
+
 #: Tolerance of the exponent comparisons of the predictor (exponents are exact rationals in configs).
 EXPONENT_TOLERANCE = 1e-9
 
@@ -41,7 +40,7 @@ IntArray = NDArray[np.int8]
 
 
 # ---------------------------------------------------------------------------
-# analytical predictor (SPEC section 5)
+# analytical predictor (docs/phases.md, the predictor)
 
 
 class Exponents(NamedTuple):
@@ -53,7 +52,9 @@ class Exponents(NamedTuple):
     elam: NDArray[np.float64]
 
 
-def exponents(a: ArrayLike, b_u: ArrayLike, b_w: ArrayLike, c_u: ArrayLike, c_w: ArrayLike, rho: ArrayLike = 0.0) -> Exponents:
+def exponents(
+    a: ArrayLike, b_u: ArrayLike, b_w: ArrayLike, c_u: ArrayLike, c_w: ArrayLike, rho: ArrayLike = 0.0
+) -> Exponents:
     """Width exponents of the initial output, laziness scale, force and rate (broadcasting).
 
     ``rho != 0`` (correlated initial layers) makes the initial output coherent:
@@ -67,8 +68,10 @@ def exponents(a: ArrayLike, b_u: ArrayLike, b_w: ArrayLike, c_u: ArrayLike, c_w:
     return Exponents(*np.broadcast_arrays(e0, e_m, e_f, e_lam))
 
 
-def predict(a: ArrayLike, b_u: ArrayLike, b_w: ArrayLike, c_u: ArrayLike, c_w: ArrayLike, rho: ArrayLike = 0.0) -> IntArray:
-    """Predicted phase codes (indices into :data:`PHASES`), first matching row of the SPEC table."""
+def predict(
+    a: ArrayLike, b_u: ArrayLike, b_w: ArrayLike, c_u: ArrayLike, c_w: ArrayLike, rho: ArrayLike = 0.0
+) -> IntArray:
+    """Predicted phase codes (indices into :data:`PHASES`), first matching row of the phase table."""
     e = exponents(a, b_u, b_w, c_u, c_w, rho)
     tol = EXPONENT_TOLERANCE
     return _first_match(
@@ -82,13 +85,50 @@ def predict(a: ArrayLike, b_u: ArrayLike, b_w: ArrayLike, c_u: ArrayLike, c_w: A
     )
 
 
-def prediction(a: float, b_u: float, b_w: float, c_u: float, c_w: float, rho: float = 0.0) -> dict[str, Any]:
-    """The predicted phase of one exponent point with its exponents (what ``featlearn predict`` prints)."""
+class PhasePrediction(NamedTuple):
+    """The predicted phase (a name of :data:`PHASES`) and the width exponents that decide it."""
+
+    phase: Any
+    e0: Any
+    eM: Any
+    eF: Any
+    elam: Any
+
+
+def predict_phase(
+    a: ArrayLike, b_u: ArrayLike, b_w: ArrayLike, c_u: ArrayLike, c_w: ArrayLike, rho: ArrayLike = 0.0
+) -> PhasePrediction:
+    """The phase that width exponents predict as d -> infinity, with the exponents ``e0, eM, eF, elam``.
+
+    Parameters
+    ----------
+    a, b_u, b_w, c_u, c_w : float or array_like
+        Width exponents of kappa, sigma_u, sigma_w, eta_u and eta_w (each
+        hyperparameter scales like ``width^-exponent``); they broadcast.
+    rho : float or array_like, optional
+        Initial correlation of the two layers; nonzero makes the initial
+        output coherent (``e0 = 1 - a - b_u - b_w``).
+
+    Returns
+    -------
+    PhasePrediction
+        ``phase`` (a name of :data:`PHASES`) and the exponents. Plain
+        ``str`` and ``float`` for scalar input, arrays of the broadcast shape
+        otherwise.
+
+    Examples
+    --------
+    >>> predict_phase(0.5, 0, 0, 0, 0)
+    PhasePrediction(phase='kernel', e0=0.0, eM=0.5, eF=-0.5, elam=0.0)
+    >>> predict_phase([0.5, 1.0], 0, 0, [0.0, -1.0], [0.0, -1.0]).phase.tolist()
+    ['kernel', 'feature-learning']
+    """
     e = exponents(a, b_u, b_w, c_u, c_w, rho)
-    result: dict[str, Any] = {"phase": PHASES[int(predict(a, b_u, b_w, c_u, c_w, rho))]}
-    # + 0.0 turns a negative zero into zero for printing.
-    result.update({name: float(value) + 0.0 for name, value in e._asdict().items()})
-    return result
+    phase = np.asarray(np.asarray(PHASES)[predict(a, b_u, b_w, c_u, c_w, rho)])
+    if phase.ndim == 0:
+        # + 0.0 turns a negative zero into zero for printing.
+        return PhasePrediction(str(phase), *(float(value) + 0.0 for value in e))
+    return PhasePrediction(phase, *(np.asarray(value) + 0.0 for value in e))
 
 
 def _first_match(conditions: Sequence[NDArray[np.bool_]], shape: tuple[int, ...]) -> IntArray:
@@ -104,12 +144,7 @@ def _first_match(conditions: Sequence[NDArray[np.bool_]], shape: tuple[int, ...]
 
 
 #: Measured quantities fitted against width: (name, long_name).
-QUANTITIES: tuple[tuple[str, str], ...] = (
-    ("beta0", "|initial output beta(0)|"),
-    ("loss_decrease", "log-loss decrease over the horizon -log(L(T)/L(0))"),
-    ("kernel_scale", "largest learning-rate weighted kernel max_t K_eta(t)"),
-    ("kernel_change", "relative kernel change |K_eta(T)/K_eta(0) - 1|"),
-)
+QUANTITIES: tuple[tuple[str, str], ...] = tuple(contract.PHASE_QUANTITIES.items())
 
 
 def measure(trajectories: xr.Dataset) -> xr.Dataset:
@@ -160,10 +195,10 @@ class FitSettings:
     makes a cell unstable-training.
     """
 
-    tolerance: float = 0.125
-    resolution: float = 1e-12
-    bootstrap: int = 200
-    divergence_fraction: float = 0.5
+    tolerance: float
+    resolution: float
+    bootstrap: int
+    divergence_fraction: float
 
 
 def _log_quantities(
@@ -209,9 +244,7 @@ def _seed_mean(y: NDArray[np.float64]) -> NDArray[np.float64]:
         return np.where(count > 0, np.where(np.isfinite(y), y, 0.0).sum(-1) / count, np.nan)
 
 
-def fit_exponents(
-    measured: xr.Dataset, settings: FitSettings = FitSettings(), *, rng: np.random.Generator | None = None
-) -> xr.Dataset:
+def fit_exponents(measured: xr.Dataset, settings: FitSettings, *, rng: np.random.Generator | None = None) -> xr.Dataset:
     """Log-log slopes against width of every measured quantity, per cell, with bootstrap errors.
 
     For each quantity: ``<name>_exponent`` (fit of the seed-mean of the log),
@@ -241,8 +274,16 @@ def fit_exponents(
             std = np.nanstd(boot, axis=0)
         # Vanishing below the resolution at the largest width: no seed resolved, some unresolved.
         at_resolution = unresolved[..., -1, :].any(-1) & ~np.isfinite(y[..., -1, :]).any(-1)
-        fitted[f"{name}_exponent"] = (cells, slope, {"long_name": f"log-log slope against width of the {long_name}", "units": "1"})
-        fitted[f"{name}_exponent_std"] = (cells, std, {"long_name": f"bootstrap standard deviation of {name}_exponent", "units": "1"})
+        fitted[f"{name}_exponent"] = (
+            cells,
+            slope,
+            {"long_name": f"log-log slope against width of the {long_name}", "units": "1"},
+        )
+        fitted[f"{name}_exponent_std"] = (
+            cells,
+            std,
+            {"long_name": f"bootstrap standard deviation of {name}_exponent", "units": "1"},
+        )
         if name in ("loss_decrease", "kernel_change"):
             fitted[f"{name}_at_resolution"] = (
                 cells,
@@ -258,7 +299,7 @@ def fit_exponents(
     return xr.Dataset(fitted, coords=coords)
 
 
-def classify(fitted: xr.Dataset, settings: FitSettings = FitSettings()) -> xr.DataArray:
+def classify(fitted: xr.Dataset, settings: FitSettings) -> xr.DataArray:
     """Empirical phase codes from fitted slopes alone (first match wins, order of :data:`PHASES`).
 
     - unstable-init: |beta(0)| grows with width;
@@ -354,13 +395,31 @@ def _describe_cell(cell: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v.item() if hasattr(v, 'item') else v}" for k, v in cell.items())
 
 
-def analyse(
-    trajectories: xr.Dataset,
-    settings: FitSettings = FitSettings(),
-    *,
-    min_widths: int = 4,
-    gd_rise: float = 1.1,
-) -> xr.Dataset:
+@dataclass(frozen=True)
+class PhaseSettings:
+    """Settings of the phase stage: the configuration's ``phases`` section (defaults in its schema).
+
+    ``fit``: how slopes are fitted and read; ``min_widths``: widths an
+    experiment needs for slopes to be fitted; ``gd_rise``: the loss rise of
+    a catapult; ``min_agreement``: the agreement a strict run must reach
+    (``None`` when ``strict`` is off).
+    """
+
+    fit: FitSettings
+    min_widths: int
+    gd_rise: float
+    min_agreement: float | None
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> PhaseSettings:
+        """From the ``phases`` section of a resolved configuration (``experiments`` and ``figures`` not needed)."""
+        fit = dict(section["fit"])
+        min_widths = fit.pop("min_widths")
+        min_agreement = section["min_agreement"] if section["strict"] else None
+        return cls(FitSettings(**fit), min_widths, section["gd_rise"], min_agreement)
+
+
+def analyse(trajectories: xr.Dataset, settings: PhaseSettings) -> xr.Dataset:
     """The phases dataset of one experiment (``results/<experiment>/phases.nc`` without provenance).
 
     Always: the predicted phase ``phase_theory`` and exponents of every cell
@@ -374,27 +433,51 @@ def analyse(
     exps = [_cell_exponents(trajectories, cells)[n] for n in ("a", "b_u", "b_w", "c_u", "c_w", "rho")]
     theory_codes = predict(*exps)
     data: dict[str, Any] = {
-        "phase_theory": (cells, theory_codes, _flag_attrs("phase predicted from the width exponents (SPEC section 5)", PHASES))
+        "phase_theory": (
+            cells,
+            theory_codes,
+            _flag_attrs("phase predicted from the width exponents (docs/phases.md, the predictor)", PHASES),
+        )
     }
-    names = {"e0": "initial output", "eM": "laziness scale M", "eF": "force kappa sqrt(eta_u eta_w)", "elam": "convergence rate"}
+    names = {
+        "e0": "initial output",
+        "eM": "laziness scale M",
+        "eF": "force kappa sqrt(eta_u eta_w)",
+        "elam": "convergence rate",
+    }
     for key, value in exponents(*exps)._asdict().items():
-        data[f"theory_{key}"] = (cells, value, {"long_name": f"predicted width exponent of the {names[key]}", "units": "1"})
+        data[f"theory_{key}"] = (
+            cells,
+            value,
+            {"long_name": f"predicted width exponent of the {names[key]}", "units": "1"},
+        )
     result = xr.Dataset(data, coords={d: trajectories[d].reset_coords(drop=True) for d in cells})
     attrs: dict[str, Any] = {}
 
-    fits = "width" in trajectories.dims and trajectories.sizes["width"] >= min_widths
+    fits = "width" in trajectories.dims and trajectories.sizes["width"] >= settings.min_widths
     gd = trajectories.attrs.get("solver") == "gd"
     # One pass over the runs for every per-run quantity: lazily read grids stream through it.
     per_run = xr.merge(
-        [measure(trajectories) if fits else xr.Dataset(), gd_run_labels(trajectories, gd_rise) if gd else xr.Dataset()]
+        [
+            measure(trajectories) if fits else xr.Dataset(),
+            gd_run_labels(trajectories, settings.gd_rise) if gd else xr.Dataset(),
+        ]
     ).compute()
     if fits:
-        fitted = fit_exponents(per_run, settings)
-        phase = classify(fitted, settings)
+        fitted = fit_exponents(per_run, settings.fit)
+        phase = classify(fitted, settings.fit)
         agrees = phase.values == theory_codes
         result = result.merge(fitted)
-        result["phase"] = (phase.dims, phase.values, _flag_attrs("phase classified from the width scaling of measurements", PHASES))
-        result["agrees"] = (phase.dims, agrees, {"long_name": "empirical phase equals the predicted phase", "units": "1"})
+        result["phase"] = (
+            phase.dims,
+            phase.values,
+            _flag_attrs("phase classified from the width scaling of measurements", PHASES),
+        )
+        result["agrees"] = (
+            phase.dims,
+            agrees,
+            {"long_name": "empirical phase equals the predicted phase", "units": "1"},
+        )
         disagreeing = [
             _describe_cell({d: result[d].values[i] for d, i in zip(phase.dims, index)})
             + f": measured {PHASES[phase.values[index]]}, predicted {PHASES[theory_codes[index]]}"
@@ -405,15 +488,17 @@ def analyse(
             cells=int(agrees.size),
             disagreeing_cells="; ".join(disagreeing) if disagreeing else "none",
             widths_fitted=int(trajectories.sizes["width"]),
-            **{f"fit_{key}": value for key, value in asdict(settings).items()},
+            **{f"fit_{key}": value for key, value in asdict(settings.fit).items()},
         )
     if gd:
         result = result.merge(gd_cells(per_run))
         result["gd_phase"].attrs.update(_flag_attrs("gradient-descent behaviour, most frequent over seeds", GD_PHASES))
         result["gd_phase_run"].attrs.update(_flag_attrs("gradient-descent behaviour of each run", GD_PHASES))
-        result["step_kernel"].attrs.update(long_name="step times initial kernel dt sigma2 K_eta(0), median over seeds", units="1")
-        attrs["gd_rise"] = gd_rise
+        result["step_kernel"].attrs.update(
+            long_name="step times initial kernel dt sigma2 K_eta(0), median over seeds", units="1"
+        )
+        attrs["gd_rise"] = settings.gd_rise
     for name in result.coords:
         result[name].attrs.update({k: v for k, v in trajectories[name].attrs.items() if k in ("long_name", "units")})
     result.attrs.update(attrs)
-    return result
+    return contract.annotate(result, "phases")

@@ -4,12 +4,14 @@ A chunk holds every seed of an interleaved subset of grid points, along a
 ``point`` dimension (the flat grid index); :func:`merge_chunks` puts the
 points back on the grid dimensions. Each run's random initial state is drawn
 from a generator keyed by its grid point and seed index
-(:func:`featlearn.config.rng_for`), so the merged result does not depend on
+(:func:`rng_for`), so the merged result does not depend on
 how the grid was chunked or scheduled.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time as _time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,54 +20,35 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from featlearn import config as cfg
-from featlearn import io, solvers, theory
+from featlearn import contract, io, solvers, theory
+from featlearn.contract import EXPONENTS, HYPERPARAMETERS
+from featlearn.errors import InputError
+from featlearn.grid import Experiment, Grid
 from featlearn.theory import Gram, Hyperparameters
 
 Progress = Callable[[str], None]
 
-#: long_name and units of every variable and coordinate of trajectories.nc (all dimensionless).
-ATTRS: dict[str, tuple[str, str]] = {
-    "beta": ("network output slope beta = kappa u.w", "1"),
-    "loss": ("excess training loss sigma2 (beta - beta_star)^2 / 2", "1"),
-    "uu": ("squared norm of the readout layer |u|^2", "1"),
-    "ww": ("squared norm of the hidden layer |w|^2", "1"),
-    "uw": ("overlap of the two layers u.w", "1"),
-    "cos_uw": ("cosine of the angle between u and w", "1"),
-    "ntk": ("neural tangent kernel kappa^2 (|u|^2 + |w|^2)", "1"),
-    "ntk_eta": ("learning-rate weighted kernel kappa^2 (eta_u |w|^2 + eta_w |u|^2)", "1"),
-    "diverged": ("gradient descent left the float range (later values are NaN)", "1"),
-    "time": ("training time t = k dt (gradient-flow time units)", "1"),
-    "seed": ("seed index of the random initial state", "1"),
-    "point": ("flat index of the grid point", "1"),
-    "width": ("hidden width d", "1"),
-    "kappa": ("output scale kappa", "1"),
-    "sigma_u": ("initial standard deviation of u", "1"),
-    "sigma_w": ("initial standard deviation of w", "1"),
-    "eta_u": ("learning rate of u", "1"),
-    "eta_w": ("learning rate of w", "1"),
-    "rho": ("initial per-coordinate correlation of u and w", "1"),
-    "beta_star": ("target slope beta_star", "1"),
-    "sigma2": ("input second moment sigma2", "1"),
-    "dt": ("gradient descent step (0 for gradient flow)", "1"),
-    "a": ("width exponent of kappa", "1"),
-    "b_u": ("width exponent of sigma_u", "1"),
-    "b_w": ("width exponent of sigma_w", "1"),
-    "c_u": ("width exponent of eta_u", "1"),
-    "c_w": ("width exponent of eta_w", "1"),
-    "kappa0": ("prefactor of kappa", "1"),
-    "sigma_u0": ("prefactor of sigma_u", "1"),
-    "sigma_w0": ("prefactor of sigma_w", "1"),
-    "eta_u0": ("prefactor of eta_u", "1"),
-    "eta_w0": ("prefactor of eta_w", "1"),
-    "parametrization": ("named width parametrization", ""),
-}
-
-TRAJECTORY_VARIABLES = ("beta", "loss", "uu", "ww", "uw", "cos_uw", "ntk", "ntk_eta")
-
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def init_seed_key(hyperparameters: Mapping[str, Any], init: str) -> int:
+    """Entropy for the random initial state of a grid point.
+
+    It hashes what the initial distribution depends on (width, sigma_u,
+    sigma_w, rho and the sampling method), so grid points that differ only in
+    learning rates, output scale or target start from the same draws (common
+    random numbers), and a point's draws never depend on chunking or order.
+    """
+    key = {name: hyperparameters[name] for name in ("width", "sigma_u", "sigma_w", "rho")}
+    canonical = json.dumps({**{k: repr(v) for k, v in key.items()}, "init": init}, sort_keys=True)
+    return int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:16], "little")
+
+
+def rng_for(hyperparameters: Mapping[str, Any], init: str, seed: int) -> np.random.Generator:
+    """The generator of run ``seed`` at a grid point (numpy SeedSequence keyed by point and seed)."""
+    return np.random.default_rng(np.random.SeedSequence([init_seed_key(hyperparameters, init), seed]))
 
 
 def trajectory_observables(gram: Gram, hyper: Hyperparameters) -> dict[str, np.ndarray]:
@@ -85,13 +68,13 @@ def trajectory_observables(gram: Gram, hyper: Hyperparameters) -> dict[str, np.n
 
 
 def _initial_states(
-    experiment: cfg.Experiment, points: Sequence[Mapping[str, Any]]
+    experiment: Experiment, points: Sequence[Mapping[str, Any]]
 ) -> tuple[Gram | None, list[tuple[np.ndarray, np.ndarray]] | None]:
     """Initial Gram entries (points x seeds), and the vectors when the init draws them."""
     grams, vectors = [], []
     for values in points:
         for seed in range(experiment.seeds):
-            rng = cfg.rng_for(values, experiment.init, seed)
+            rng = rng_for(values, experiment.init, seed)
             draw = (values["width"], values["sigma_u"], values["sigma_w"], values["rho"], 1)
             if experiment.init == "vectors":
                 u, w = theory.sample_vectors(rng, *draw)
@@ -105,7 +88,7 @@ def _initial_states(
 
 
 def simulate_chunk(
-    experiment: cfg.Experiment,
+    experiment: Experiment,
     chunk: int = 0,
     chunks: int = 1,
     *,
@@ -125,7 +108,10 @@ def simulate_chunk(
 
     gram0, vectors = _initial_states(experiment, points)
     hyper = Hyperparameters(
-        *(np.array([[p[name]] * experiment.seeds for p in points]) for name in ("kappa", "eta_u", "eta_w", "beta_star", "sigma2"))
+        *(
+            np.array([[p[name]] * experiment.seeds for p in points])
+            for name in ("kappa", "eta_u", "eta_w", "beta_star", "sigma2")
+        )
     )
     times = np.asarray(experiment.times)
     if experiment.solver == "explicit":
@@ -150,12 +136,7 @@ def simulate_chunk(
         name: (("point", "seed", "time"), value)
         for name, value in trajectory_observables(trajectory.gram, hyper).items()
     }
-    # A CF flag variable: its values are named by flag_values / flag_meanings.
-    data_vars["diverged"] = (
-        ("point", "seed"),
-        trajectory.diverged,
-        {"flag_values": np.array([0, 1], dtype=np.int8), "flag_meanings": "finite diverged"},
-    )
+    data_vars["diverged"] = (("point", "seed"), trajectory.diverged)
     coords: dict[str, Any] = {
         "point": ("point", np.array(indices, dtype=np.int64)),
         "seed": ("seed", np.arange(experiment.seeds, dtype=np.int64)),
@@ -164,7 +145,7 @@ def simulate_chunk(
     }
     for dim in experiment.grid.dims:
         coords[f"grid_{dim}"] = ("point", np.array([experiment.grid.point(i)[dim] for i in indices]))
-    for name in (*cfg.HYPERPARAMETERS, *cfg.EXPONENTS):
+    for name in (*HYPERPARAMETERS, *EXPONENTS):
         coords[name] = ("point", np.array([p[name] for p in points]))
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update(io.provenance_attrs(f"featlearn trajectories: {experiment.name}", experiment.solver, config))
@@ -173,16 +154,7 @@ def simulate_chunk(
         featlearn_grid=experiment.grid.to_json(),
         featlearn_chunk=f"{chunk}/{chunks}",
     )
-    return _with_attrs(ds)
-
-
-def _with_attrs(ds: xr.Dataset) -> xr.Dataset:
-    for name, variable in ds.variables.items():
-        long_name, units = ATTRS.get(str(name).removeprefix("grid_"), (str(name), "1"))
-        variable.attrs.update(long_name=long_name)
-        if units:
-            variable.attrs.update(units=units)
-    return ds
+    return contract.annotate(ds, "trajectories_chunk")
 
 
 def merge_chunks(parts: Sequence[xr.Dataset]) -> xr.Dataset:
@@ -193,20 +165,20 @@ def merge_chunks(parts: Sequence[xr.Dataset]) -> xr.Dataset:
     read) give a dask-backed result: nothing but coordinates is loaded.
     """
     if not parts:
-        raise ValueError("merge needs at least one chunk")
+        raise InputError("merge needs at least one chunk")
     first = parts[0].attrs
     for part in parts[1:]:
         for key in ("experiment", "config_sha256", "featlearn_grid", "solver"):
             if part.attrs.get(key) != first.get(key):
-                raise ValueError(f"chunks disagree on {key}: {first.get(key)!r} vs {part.attrs.get(key)!r}")
-    grid = cfg.Grid.from_json(first["featlearn_grid"])
+                raise InputError(f"chunks disagree on {key}: {first.get(key)!r} vs {part.attrs.get(key)!r}")
+    grid = Grid.from_json(first["featlearn_grid"])
     combined = xr.concat(parts, dim="point", data_vars="all", coords="different", compat="equals").sortby("point")
     found = combined["point"].values
     if len(found) != grid.size or not np.array_equal(found, np.arange(grid.size)):
         missing = sorted(set(range(grid.size)) - set(found.tolist()))
         points, counts = np.unique(found, return_counts=True)
         repeated = points[counts > 1].tolist()
-        raise ValueError(
+        raise InputError(
             f"chunks do not cover the grid once: {grid.size} points expected, "
             f"missing {missing[:10]}, repeated {repeated[:10]}"
         )
@@ -220,7 +192,9 @@ def merge_chunks(parts: Sequence[xr.Dataset]) -> xr.Dataset:
 
     grid_coords = grid.dims
     data_vars = {name: on_grid(var.variable) for name, var in combined.data_vars.items()}
-    coords: dict[str, Any] = {dim: (dim, np.array(values), combined[f"grid_{dim}"].attrs) for dim, values in zip(grid.dims, grid.values)}
+    coords: dict[str, Any] = {
+        dim: (dim, np.array(values), combined[f"grid_{dim}"].attrs) for dim, values in zip(grid.dims, grid.values)
+    }
     for name, coord in combined.coords.items():
         if name in ("point",) or str(name).startswith("grid_") or name in grid_coords:
             continue
@@ -228,4 +202,4 @@ def merge_chunks(parts: Sequence[xr.Dataset]) -> xr.Dataset:
     merged = xr.Dataset(data_vars, coords=coords)
     merged.attrs = {k: v for k, v in first.items() if k != "featlearn_chunk"}
     merged.attrs["created"] = io.utc_now()
-    return _with_attrs(merged)
+    return contract.annotate(merged, "trajectories")

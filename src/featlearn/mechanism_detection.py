@@ -35,49 +35,22 @@ import xarray as xr
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from featlearn import contract
+from featlearn.contract import MAGNITUDES, PRIMARY_LABELS
+
 FloatArray = NDArray[np.float64]
-
-#: Per-run magnitudes the flags are decided from, in the order the width fits store them.
-MAGNITUDES = ("delta_c", "rho_u", "rho_w", "kernel_change")
-#: Meanings of the values 0, 1, ... of the ``primary`` flag variable.
-PRIMARY_LABELS = ("kernel", "alignment", "disalignment", "rescaling", "diverged")
-FLAGS = ("kernel", "alignment", "disalignment", "rescaling")
-
-#: long_name of every variable mechanisms.nc adds (all dimensionless).
-ATTRS: dict[str, str] = {
-    "c_initial": "sign(beta_star) cos(u, w) at t = 0",
-    "c_final": "sign(beta_star) cos(u, w) at the last stored time T",
-    "delta_c": "change of the target-signed cosine c(T) - c(0)",
-    "rho_u": "log norm ratio of the readout layer log(|u(T)| / |u(0)|)",
-    "rho_w": "log norm ratio of the hidden layer log(|w(T)| / |w(0)|)",
-    "kernel_change": "relative change of the learning-rate weighted kernel K_eta(T) / K_eta(0) - 1",
-    "a_part": "output change by turning: integral of kappa |u||w| dcos over [0, T]",
-    "r_part": "output change by norm growth: integral of kappa cos d(|u||w|) over [0, T]",
-    "delta_c_t": "change of the target-signed cosine c(t) - c(0)",
-    "rho_u_t": "log norm ratio of the readout layer log(|u(t)| / |u(0)|)",
-    "rho_w_t": "log norm ratio of the hidden layer log(|w(t)| / |w(0)|)",
-    "kernel_change_t": "relative change of the learning-rate weighted kernel K_eta(t) / K_eta(0) - 1",
-    "a_part_t": "output change by turning up to time t: integral of kappa |u||w| dcos",
-    "r_part_t": "output change by norm growth up to time t: integral of kappa cos d(|u||w|)",
-    "kernel": "kernel regime: |kernel_change| < eps_K (excludes the mechanism flags)",
-    "alignment": "alignment: not kernel and delta_c >= eps_c",
-    "disalignment": "disalignment: not kernel and delta_c <= -eps_c",
-    "rescaling": "rescaling: not kernel and max(|rho_u|, |rho_w|) >= eps_rho",
-    "primary": "mechanism that produced the output change",
-    "diverged": "gradient descent left the float range (magnitudes are NaN)",
-    "magnitude": "mechanism magnitude fitted against width",
-    "width_exponent": "exponent p of the fit rms-over-seeds(|magnitude|) ~ width^p",
-    "width_exponent_stderr": "standard error of the width exponent (least squares)",
-    "width_prefactor": "prefactor C of the fit rms-over-seeds(|magnitude|) ~ C width^p",
-}
 
 
 class Thresholds(NamedTuple):
-    """Flag thresholds: on ``|delta_c|``, on ``max(|rho_u|, |rho_w|)`` and on ``|kernel_change|``."""
+    """Flag thresholds: on ``|delta_c|``, on ``max(|rho_u|, |rho_w|)`` and on ``|kernel_change|``.
 
-    eps_c: float = 0.1
-    eps_rho: float = 0.1
-    eps_K: float = 0.1
+    The settings of the mechanism stage (the configuration's ``mechanisms``
+    section, whose schema holds their defaults).
+    """
+
+    eps_c: float
+    eps_rho: float
+    eps_K: float
 
 
 # ---------------------------------------------------------------------------
@@ -110,7 +83,7 @@ def path_split(kappa: ArrayLike, norm_product: ArrayLike, cos: ArrayLike) -> tup
     cos = np.asarray(cos, dtype=float)
     mean_n = (n[..., 1:] + n[..., :-1]) / 2
     mean_cos = (cos[..., 1:] + cos[..., :-1]) / 2
-    zero = np.zeros(np.broadcast_shapes(kappa.shape, n.shape)[:-1] + (1,))
+    zero = np.zeros((*np.broadcast_shapes(kappa.shape, n.shape)[:-1], 1))
     a_part = np.concatenate([zero, np.cumsum(kappa * mean_n * np.diff(cos, axis=-1), axis=-1)], axis=-1)
     r_part = np.concatenate([zero, np.cumsum(kappa * mean_cos * np.diff(n, axis=-1), axis=-1)], axis=-1)
     return a_part, r_part
@@ -180,7 +153,7 @@ def _time_resolved(trajectories: xr.Dataset) -> dict[str, xr.DataArray]:
         }
 
 
-def detect_runs(trajectories: xr.Dataset, thresholds: Thresholds = Thresholds()) -> xr.Dataset:
+def detect_runs(trajectories: xr.Dataset, thresholds: Thresholds) -> xr.Dataset:
     """Per-run and time-resolved magnitudes, flags and primary label of in-memory runs.
 
     Every run is computed on its own (nothing couples runs), so any block of
@@ -233,7 +206,7 @@ def _detect_blocks(trajectories: xr.Dataset, thresholds: Thresholds) -> xr.Datas
     return xr.map_blocks(detect_runs, inputs, kwargs={"thresholds": thresholds}, template=template)
 
 
-def detect(trajectories: xr.Dataset, thresholds: Thresholds = Thresholds()) -> xr.Dataset:
+def detect(trajectories: xr.Dataset, thresholds: Thresholds) -> xr.Dataset:
     """Mechanism magnitudes, path split, flags and primary label of every run.
 
     ``trajectories`` follows the data contract of ``trajectories.nc`` (dims
@@ -257,16 +230,13 @@ def detect(trajectories: xr.Dataset, thresholds: Thresholds = Thresholds()) -> x
         ds = ds.assign(ds[per_run].compute().data_vars)
     else:
         ds = detect_runs(trajectories, thresholds)
-    for name, variable in ds.data_vars.items():
-        variable.attrs = {"long_name": ATTRS[str(name)], "units": "1"}
-    ds["primary"].attrs.update(
-        flag_values=np.arange(len(PRIMARY_LABELS), dtype=np.int8), flag_meanings=" ".join(PRIMARY_LABELS)
-    )
+    for variable in ds.data_vars.values():
+        variable.attrs = {}
     if "width" in ds.dims and ds.sizes["width"] >= 3:
         ds = ds.merge(width_scaling(ds))
     ds.attrs = {key: trajectories.attrs[key] for key in ("experiment", "solver") if key in trajectories.attrs}
     ds.attrs.update(thresholds._asdict())
-    return ds
+    return contract.annotate(ds, "mechanisms")
 
 
 def seed_rms(values: xr.DataArray) -> xr.DataArray:
@@ -299,10 +269,7 @@ def width_scaling(mechanisms: xr.Dataset) -> xr.Dataset:
         input_core_dims=[["width"]],
         output_core_dims=[[], [], []],
     )
-    result = xr.Dataset({"width_exponent": exponent, "width_exponent_stderr": stderr, "width_prefactor": prefactor})
-    for name in (*result.data_vars, "magnitude"):
-        result[name].attrs = {"long_name": ATTRS[str(name)], "units": "1"}
-    return result
+    return xr.Dataset({"width_exponent": exponent, "width_exponent_stderr": stderr, "width_prefactor": prefactor})
 
 
 def majority_label(primary: xr.DataArray) -> xr.DataArray:

@@ -1,0 +1,289 @@
+"""The public API for notebooks and scripts: ``import featlearn as fl``.
+
+Each function takes what a configuration would say (an experiment exactly as
+written under ``experiments.NAME``, a section's settings as keyword
+arguments), validates it with the same schema and messages as the pipeline,
+and returns the objects of the project's data contract (``docs/data.md``):
+
+============================  ===============================================
+``fl.simulate(spec)``         the ``trajectories.nc`` dataset of an experiment
+``fl.mechanisms(ds)``         the ``mechanisms.nc`` dataset of trajectories
+``fl.phases(ds)``             the ``phases.nc`` dataset of a width sweep
+``fl.predict_phase(...)``     the phase and exponents the width exponents predict
+``fl.train(spec)``            the dataset of a nonlinear experiment
+``fl.figure(name, ...)``      a figure of the figure table (matplotlib)
+``fl.validate(config)``       a whole configuration, resolved
+============================  ===============================================
+
+Defaults are the configuration schema's (one home for every default): the
+signatures below show them. The command line calls the same stage functions
+(:mod:`featlearn.cli`); a tutorial is in ``docs/tutorial.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import xarray as xr
+
+from featlearn import figures, grid, io, mechanism_detection, phase_diagram, simulation, validation
+from featlearn.errors import ConfigError
+from featlearn.phase_diagram import PhasePrediction, predict_phase
+
+# predict_phase is phase_diagram's own function, re-exported with its docstring.
+__all__ = ["PhasePrediction", "figure", "mechanisms", "phases", "predict_phase", "simulate", "train", "validate"]
+
+_MECHANISMS = validation.defaults("mechanisms")
+#: The settings fl.phases takes, with the schema's defaults.
+_PHASE_FIT = validation.defaults("phases")["fit"]
+_PHASE_GD_RISE = validation.defaults("phases")["gd_rise"]
+
+Spec = Mapping[str, Any] | str | os.PathLike[str]
+
+
+def validate(config: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
+    """A whole configuration (a mapping or a YAML file), validated and with its defaults filled in.
+
+    Raises :class:`featlearn.errors.ConfigError` listing every problem, each
+    naming its dotted field, exactly as ``featlearn validate`` and the
+    pipeline report them.
+
+    Examples
+    --------
+    >>> config = fl.validate({"experiments": {"tiny": {"solver": "flow", "time": {"stop": 1.0, "num": 3},
+    ...                                                 "parameters": {"width": 10}}}})
+    >>> config["experiments"]["tiny"]["seeds"]
+    4
+    """
+    if isinstance(config, Mapping):
+        return validation.validate(config)
+    return validation.load(os.fspath(config))
+
+
+def _experiment_config(spec: Spec, name: str | None, section: str) -> tuple[dict[str, Any], str]:
+    """The resolved configuration holding one experiment of ``section``, and its name."""
+    if isinstance(spec, Mapping):
+        name = name or "experiment"
+        if section == "experiments":
+            config = validation.validate({"experiments": {name: dict(spec)}})
+        else:
+            config = validation.validate({"nonlinear": {"experiments": {name: dict(spec)}}})
+    else:
+        config = validation.load(os.fspath(spec))
+        known = list(config["experiments"] if section == "experiments" else config["nonlinear"]["experiments"])
+        if name is None or name not in known:
+            field = "experiments" if section == "experiments" else "nonlinear.experiments"
+            raise ConfigError([f"{field}: name one experiment of {os.fspath(spec)} ({', '.join(known)})"])
+    return config, name
+
+
+def simulate(
+    spec: Spec,
+    name: str | None = None,
+    *,
+    chunk: int = 0,
+    chunks: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> xr.Dataset:
+    """Simulate an experiment of the solvable linear network.
+
+    Parameters
+    ----------
+    spec : mapping, str or path
+        An experiment exactly as written under ``experiments.NAME`` of a
+        configuration (a mapping), or a configuration file.
+    name : str, optional
+        The experiment's name: which experiment of the file, or the name a
+        mapping is stored under (default ``"experiment"``; it names the
+        dataset's ``experiment`` attribute).
+    chunk, chunks : int, optional
+        Simulate only chunk ``chunk`` of ``chunks`` interleaved shares of
+        the grid, as one pipeline job does.
+    progress : callable, optional
+        Called with a line of progress text now and then (e.g. ``print``).
+
+    Returns
+    -------
+    xarray.Dataset
+        With ``chunks=1``, the ``trajectories.nc`` dataset: every run on the
+        grid, dims ``(*grid, seed, time)``. Otherwise the chunk's share, dims
+        ``(point, seed, time)`` (``featlearn merge`` puts chunks together).
+
+    Raises
+    ------
+    featlearn.errors.ConfigError
+        When ``spec`` breaks the schema or a rule, naming the field as the
+        pipeline does (``experiments.NAME.parameters.width: ...``).
+
+    Examples
+    --------
+    >>> ds = fl.simulate({"solver": "flow", "seeds": 2, "time": {"stop": 10.0, "num": 11},
+    ...                   "parameters": {"parametrization": "mean_field", "width": [100, 1000]}})
+    >>> ds["beta"].dims
+    ('width', 'seed', 'time')
+    """
+    config, name = _experiment_config(spec, name, "experiments")
+    resolved = validation.experiment_config(config, name)
+    experiment = grid.Experiment.from_config(resolved, name)
+    part = simulation.simulate_chunk(experiment, chunk, chunks, config=resolved, progress=progress or _quiet)
+    return simulation.merge_chunks([part]) if chunks == 1 else part
+
+
+def _quiet(_message: str) -> None:
+    """A progress callback that prints nothing."""
+
+
+def mechanisms(
+    trajectories: xr.Dataset,
+    *,
+    eps_c: float = _MECHANISMS["eps_c"],
+    eps_rho: float = _MECHANISMS["eps_rho"],
+    eps_K: float = _MECHANISMS["eps_K"],
+) -> xr.Dataset:
+    """Alignment, disalignment, rescaling and kernel labels of every run (``docs/mechanisms.md``).
+
+    Parameters
+    ----------
+    trajectories : xarray.Dataset
+        A ``trajectories.nc`` dataset (e.g. from :func:`simulate`).
+    eps_c, eps_rho, eps_K : float, optional
+        Flag thresholds on ``|delta_c|``, ``max(|rho_u|, |rho_w|)`` and
+        ``|kernel_change|`` (the configuration's ``mechanisms`` section).
+
+    Returns
+    -------
+    xarray.Dataset
+        The ``mechanisms.nc`` dataset: per run ``delta_c``, ``rho_u``,
+        ``rho_w``, ``kernel_change``, the path split, the flags and the
+        ``primary`` label, dims ``(*grid, seed)``; time-resolved versions
+        (suffix ``_t``); width fits when the grid sweeps width.
+
+    Examples
+    --------
+    >>> labels = fl.mechanisms(fl.simulate({"solver": "flow", "time": {"stop": 100.0, "num": 11},
+    ...                                     "parameters": {"parametrization": "ntk", "width": 10000}}))
+    >>> str(labels["primary"].attrs["flag_meanings"].split()[int(labels["primary"][0])])
+    'kernel'
+    """
+    settings = validation.validate_section("mechanisms", {"eps_c": eps_c, "eps_rho": eps_rho, "eps_K": eps_K})
+    thresholds = mechanism_detection.Thresholds(settings["eps_c"], settings["eps_rho"], settings["eps_K"])
+    detected = mechanism_detection.detect(trajectories, thresholds)
+    detected.attrs.update(io.derived_attrs("mechanisms", trajectories))
+    return detected
+
+
+def phases(trajectories: xr.Dataset, **fit_settings: Any) -> xr.Dataset:
+    """Classify every cell of a width sweep from measurements, next to the analytical prediction.
+
+    Parameters
+    ----------
+    trajectories : xarray.Dataset
+        A ``trajectories.nc`` dataset whose grid has a ``width`` dim.
+    **fit_settings
+        Any key of the configuration's ``phases.fit`` section, and
+        ``gd_rise``; the schema's defaults otherwise (see
+        ``docs/phases.md``). Unknown keys and bad values raise
+        :class:`featlearn.errors.ConfigError`.
+
+    Returns
+    -------
+    xarray.Dataset
+        The ``phases.nc`` dataset: per cell (grid dims without ``width``)
+        the predicted ``phase_theory``, the measured ``phase``, the fitted
+        exponents with their errors, and the ``agreement`` attribute.
+
+    Examples
+    --------
+    >>> sweep = fl.simulate({"solver": "flow", "seeds": 4, "time": {"stop": 50.0, "num": 30, "spacing": "log",
+    ...                      "start": 1.0e-3}, "parameters": {"parametrization": ["ntk", "mean_field"],
+    ...                      "width": [256, 4096, 65536, 1048576]}})
+    >>> fl.phases(sweep, bootstrap=20)["phase"].attrs["flag_meanings"].split()[0]
+    'unstable-init'
+    """
+    gd_rise = fit_settings.pop("gd_rise", _PHASE_GD_RISE)
+    section = validation.validate_section("phases", {"fit": {**_PHASE_FIT, **fit_settings}, "gd_rise": gd_rise})
+    settings = phase_diagram.PhaseSettings.from_config({**section, "strict": False})
+    result = phase_diagram.analyse(trajectories, settings)
+    result.attrs.update(io.derived_attrs("phases", trajectories))
+    return result
+
+
+def train(
+    spec: Spec,
+    name: str | None = None,
+    *,
+    cifar10_path: str | os.PathLike[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> xr.Dataset:
+    """Train the nonlinear networks of one experiment (``docs/nonlinear.md``); needs ``featlearn[nonlinear]``.
+
+    Parameters
+    ----------
+    spec : mapping, str or path
+        An experiment exactly as written under ``nonlinear.experiments.NAME``
+        (a mapping), or a configuration file.
+    name : str, optional
+        Which experiment of the file, or the name a mapping is stored under.
+    cifar10_path : str or path, optional
+        Folder with CIFAR-10's python batches, for CIFAR-10 experiments.
+    progress : callable, optional
+        Called with a line of progress text now and then (e.g. ``print``).
+
+    Returns
+    -------
+    xarray.Dataset
+        The experiment's dataset (``results/nonlinear/NAME.nc``): per run and
+        logged step the per-layer alignment and rescaling, the NTK change,
+        losses and accuracy.
+
+    Examples
+    --------
+    >>> ds = fl.train({"dataset": {"name": "teacher", "input_dim": 1, "task": "regression", "target_scale": 1.0,
+    ...                            "n_train": 8, "n_test": 8}, "width": [64], "activation": ["relu"],
+    ...                "parametrization": ["mean_field"], "init_scale": [1.0], "steps": 5, "lr": 0.1})
+    >>> ds["zeta"].dims[-1]
+    'layer'
+    """
+    from featlearn import contract
+    from featlearn.nonlinear.train import run_experiment
+
+    config, name = _experiment_config(spec, name, "nonlinear")
+    experiment = config["nonlinear"]["experiments"][name]
+    folder = None if cifar10_path is None else os.fspath(cifar10_path)
+    ds = run_experiment(experiment, cifar10_path=folder, progress=progress)
+    provenance = {"experiment": experiment, "cifar10_path": folder}
+    ds.attrs.update(io.provenance_attrs(f"featlearn nonlinear: {name}", "torch-gd", provenance))
+    ds.attrs["experiment"] = name
+    return contract.annotate(ds, "nonlinear")
+
+
+def figure(name: str, /, **arguments: Any) -> Any:
+    """Draw figure ``name`` of the figure table (``featlearn.figures.table``) as a matplotlib figure.
+
+    Parameters
+    ----------
+    name : str
+        A figure of the table, e.g. ``"mechanism_map"`` or ``"phases_diagram_rate"``.
+    **arguments
+        The datasets it reads, by kind (``trajectories=``, ``mechanisms=``,
+        ``phases=``, ``nonlinear=``: one dataset, or a list where the figure
+        reads several), and its options (e.g. ``x=``, ``y=``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> labels = fl.mechanisms(fl.simulate({"solver": "flow", "time": {"stop": 100.0, "num": 11},
+    ...                                     "parameters": {"parametrization": "mean_field", "width": 1000,
+    ...                                                    "rho": [0.0, 0.5], "beta_star": [0.1, 1.0]}}))
+    >>> fl.figure("mechanism_map", mechanisms=labels, x="rho", y="beta_star")  # doctest: +ELLIPSIS
+    <Figure size ...>
+    """
+    reads = figures.table.entry(name).reads if name in figures.table.BY_NAME else {}
+    datasets = {key: value for key, value in arguments.items() if key in reads}
+    options = {key: value for key, value in arguments.items() if key not in reads}
+    return figures.draw(name, datasets, options)

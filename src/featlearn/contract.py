@@ -1,0 +1,343 @@
+"""The data contract: every kind of file featlearn writes, its variables and their metadata.
+
+One place for each variable's ``long_name``, ``units``, CF flag values and
+trailing dimensions, and for the label tuples that flag variables take
+(phases, mechanisms, gradient-descent behaviour). Writers annotate their
+datasets with :func:`annotate`; :func:`problems` checks a dataset against its
+kind (the test suite runs it on every file the smoke run writes). Every file
+records its kind in the global attribute ``featlearn_kind``, so a stage or a
+figure can tell what it was given. The kinds are described for users in
+``docs/data.md``.
+
+Dimensions are described as *trailing* dimensions: every variable of a kind
+has the leading dimensions of its kind (a trajectories file's grid
+dimensions, a phases file's cells) followed by the dimensions listed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+#: Global attribute naming the kind of a featlearn file.
+KIND_ATTRIBUTE = "featlearn_kind"
+
+# ---------------------------------------------------------------------------
+# names shared by several stages
+
+#: Hyperparameters of the form prefactor * width^-exponent, their exponent and prefactor names.
+SCALED_HYPERPARAMETERS = ("kappa", "sigma_u", "sigma_w", "eta_u", "eta_w")
+EXPONENTS = ("a", "b_u", "b_w", "c_u", "c_w")
+PREFACTORS = tuple(f"{name}0" for name in SCALED_HYPERPARAMETERS)
+#: Hyperparameters that are plain values.
+PLAIN_HYPERPARAMETERS = ("rho", "beta_star", "sigma2")
+#: Every hyperparameter value stored with a run (coordinates of trajectories.nc).
+HYPERPARAMETERS = ("width", *SCALED_HYPERPARAMETERS, *PLAIN_HYPERPARAMETERS)
+#: Time-resolved observables of a linear-network run.
+TRAJECTORY_VARIABLES = ("beta", "loss", "uu", "ww", "uw", "cos_uw", "ntk", "ntk_eta")
+
+#: Phases as d -> infinity, in the order they are decided (first match wins); flag values 0..4.
+PHASES = ("unstable-init", "frozen", "unstable-training", "kernel", "feature-learning")
+#: Gradient-descent behaviour of one run; flag values 0..2.
+GD_PHASES = ("converging", "catapult", "divergent")
+#: Meanings of the values 0, 1, ... of a mechanisms file's ``primary`` flag variable.
+PRIMARY_LABELS = ("kernel", "alignment", "disalignment", "rescaling", "diverged")
+#: The flags of a mechanisms file; the kernel flag is decided first and excludes the other three.
+MECHANISM_FLAGS = ("kernel", "alignment", "disalignment", "rescaling")
+#: Per-run mechanism magnitudes, in the order the width fits store them.
+MAGNITUDES = ("delta_c", "rho_u", "rho_w", "kernel_change")
+#: Quantities the phase classifier fits against width, with what each measures.
+PHASE_QUANTITIES = {
+    "beta0": "|initial output beta(0)|",
+    "loss_decrease": "log-loss decrease over the horizon -log(L(T)/L(0))",
+    "kernel_scale": "largest learning-rate weighted kernel max_t K_eta(t)",
+    "kernel_change": "relative kernel change |K_eta(T)/K_eta(0) - 1|",
+}
+#: Predicted width exponents of the phase table, with what grows like d^exponent.
+PHASE_EXPONENTS = {
+    "e0": "initial output",
+    "eM": "laziness scale M",
+    "eF": "force kappa sqrt(eta_u eta_w)",
+    "elam": "convergence rate",
+}
+#: Swept dimensions of a nonlinear experiment, in the order of its dataset's dimensions.
+NONLINEAR_SWEEP_DIMS = ("setting", "activation", "parametrization", "width", "init_scale")
+
+
+@dataclass(frozen=True)
+class Variable:
+    """Metadata of one variable or coordinate.
+
+    ``units`` is ``None`` for text-valued variables (CF gives them no
+    units). ``dims`` are the trailing dimensions (``None``: not checked,
+    for coordinates that live on whichever grid dimensions a file has).
+    ``flags`` names the values 0, 1, ... of a CF flag variable.
+    """
+
+    long_name: str
+    units: str | None = "1"
+    dims: tuple[str, ...] | None = None
+    flags: tuple[str, ...] = ()
+
+    def attrs(self) -> dict[str, Any]:
+        """The netCDF attributes this entry gives a variable."""
+        attrs: dict[str, Any] = {"long_name": self.long_name}
+        if self.units is not None:
+            attrs["units"] = self.units
+        if self.flags:
+            attrs["flag_values"] = np.arange(len(self.flags), dtype=np.int8)
+            attrs["flag_meanings"] = " ".join(self.flags)
+        return attrs
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of file: its title prefix and every variable it may hold.
+
+    ``required`` are the variables every file of the kind holds. Names not
+    listed are allowed only as grid axes (``axis_prefix`` + an experiment's
+    own axis name, whose long name is the axis name itself).
+    """
+
+    name: str
+    description: str
+    variables: Mapping[str, Variable]
+    required: tuple[str, ...] = ()
+    axis_prefix: str | None = ""
+
+    def variable(self, name: str) -> Variable | None:
+        """The entry of ``name``; user-named grid axes get their own name as long name."""
+        if name in self.variables:
+            return self.variables[name]
+        if self.axis_prefix is not None and name.startswith(self.axis_prefix):
+            stripped = name.removeprefix(self.axis_prefix)
+            return self.variables.get(stripped, Variable(stripped))
+        return None
+
+
+def _flag(long_name: str, names: tuple[str, ...], dims: tuple[str, ...] | None = None) -> Variable:
+    return Variable(long_name, "1", dims, names)
+
+
+#: Hyperparameter and grid coordinates, shared by every file about linear-network runs.
+_HYPERPARAMETER_COORDS: dict[str, Variable] = {
+    "width": Variable("hidden width d"),
+    "kappa": Variable("output scale kappa"),
+    "sigma_u": Variable("initial standard deviation of u"),
+    "sigma_w": Variable("initial standard deviation of w"),
+    "eta_u": Variable("learning rate of u"),
+    "eta_w": Variable("learning rate of w"),
+    "rho": Variable("initial per-coordinate correlation of u and w"),
+    "beta_star": Variable("target slope beta_star"),
+    "sigma2": Variable("input second moment sigma2"),
+    "dt": Variable("gradient descent step (0 for gradient flow)", dims=()),
+    "a": Variable("width exponent of kappa"),
+    "b_u": Variable("width exponent of sigma_u"),
+    "b_w": Variable("width exponent of sigma_w"),
+    "c_u": Variable("width exponent of eta_u"),
+    "c_w": Variable("width exponent of eta_w"),
+    "kappa0": Variable("prefactor of kappa"),
+    "sigma_u0": Variable("prefactor of sigma_u"),
+    "sigma_w0": Variable("prefactor of sigma_w"),
+    "eta_u0": Variable("prefactor of eta_u"),
+    "eta_w0": Variable("prefactor of eta_w"),
+    "parametrization": Variable("named width parametrization", units=None),
+    "seed": Variable("seed index of the random initial state", dims=("seed",)),
+    "time": Variable("training time t = k dt (gradient-flow time units)", dims=("time",)),
+}
+
+_TRAJECTORY_DATA: dict[str, Variable] = {
+    "beta": Variable("network output slope beta = kappa u.w", dims=("seed", "time")),
+    "loss": Variable("excess training loss sigma2 (beta - beta_star)^2 / 2", dims=("seed", "time")),
+    "uu": Variable("squared norm of the readout layer |u|^2", dims=("seed", "time")),
+    "ww": Variable("squared norm of the hidden layer |w|^2", dims=("seed", "time")),
+    "uw": Variable("overlap of the two layers u.w", dims=("seed", "time")),
+    "cos_uw": Variable("cosine of the angle between u and w", dims=("seed", "time")),
+    "ntk": Variable("neural tangent kernel kappa^2 (|u|^2 + |w|^2)", dims=("seed", "time")),
+    "ntk_eta": Variable("learning-rate weighted kernel kappa^2 (eta_u |w|^2 + eta_w |u|^2)", dims=("seed", "time")),
+    "diverged": _flag(
+        "gradient descent left the float range (later values are NaN)", ("finite", "diverged"), ("seed",)
+    ),
+}
+
+_MECHANISM_DATA: dict[str, Variable] = {
+    "c_initial": Variable("sign(beta_star) cos(u, w) at t = 0", dims=("seed",)),
+    "c_final": Variable("sign(beta_star) cos(u, w) at the last stored time T", dims=("seed",)),
+    "delta_c": Variable("change of the target-signed cosine c(T) - c(0)", dims=("seed",)),
+    "rho_u": Variable("log norm ratio of the readout layer log(|u(T)| / |u(0)|)", dims=("seed",)),
+    "rho_w": Variable("log norm ratio of the hidden layer log(|w(T)| / |w(0)|)", dims=("seed",)),
+    "kernel_change": Variable(
+        "relative change of the learning-rate weighted kernel K_eta(T) / K_eta(0) - 1", dims=("seed",)
+    ),
+    "a_part": Variable("output change by turning: integral of kappa |u||w| dcos over [0, T]", dims=("seed",)),
+    "r_part": Variable("output change by norm growth: integral of kappa cos d(|u||w|) over [0, T]", dims=("seed",)),
+    "delta_c_t": Variable("change of the target-signed cosine c(t) - c(0)", dims=("seed", "time")),
+    "rho_u_t": Variable("log norm ratio of the readout layer log(|u(t)| / |u(0)|)", dims=("seed", "time")),
+    "rho_w_t": Variable("log norm ratio of the hidden layer log(|w(t)| / |w(0)|)", dims=("seed", "time")),
+    "kernel_change_t": Variable(
+        "relative change of the learning-rate weighted kernel K_eta(t) / K_eta(0) - 1", dims=("seed", "time")
+    ),
+    "a_part_t": Variable("output change by turning up to time t: integral of kappa |u||w| dcos", dims=("seed", "time")),
+    "r_part_t": Variable(
+        "output change by norm growth up to time t: integral of kappa cos d(|u||w|)", dims=("seed", "time")
+    ),
+    "kernel": Variable("kernel regime: |kernel_change| < eps_K (excludes the mechanism flags)", dims=("seed",)),
+    "alignment": Variable("alignment: not kernel and delta_c >= eps_c", dims=("seed",)),
+    "disalignment": Variable("disalignment: not kernel and delta_c <= -eps_c", dims=("seed",)),
+    "rescaling": Variable("rescaling: not kernel and max(|rho_u|, |rho_w|) >= eps_rho", dims=("seed",)),
+    "primary": _flag("mechanism that produced the output change", PRIMARY_LABELS, ("seed",)),
+    "diverged": Variable("gradient descent left the float range (magnitudes are NaN)", dims=("seed",)),
+    "magnitude": Variable("mechanism magnitude fitted against width", dims=("magnitude",)),
+    "width_exponent": Variable("exponent p of the fit rms-over-seeds(|magnitude|) ~ width^p", dims=("magnitude",)),
+    "width_exponent_stderr": Variable("standard error of the width exponent (least squares)", dims=("magnitude",)),
+    "width_prefactor": Variable("prefactor C of the fit rms-over-seeds(|magnitude|) ~ C width^p", dims=("magnitude",)),
+}
+
+
+def _phase_variables() -> dict[str, Variable]:
+    cell = ()
+    variables = {
+        "phase_theory": _flag("phase predicted from the width exponents (docs/phases.md, the predictor)", PHASES, cell),
+        "phase": _flag("phase classified from the width scaling of measurements", PHASES, cell),
+        "agrees": Variable("empirical phase equals the predicted phase", dims=cell),
+        "diverged_fraction": Variable(
+            "fraction of seeds whose gradient descent diverged at the largest width", dims=cell
+        ),
+        "gd_phase_run": _flag("gradient-descent behaviour of each run", GD_PHASES, ("seed",)),
+        "gd_phase": _flag("gradient-descent behaviour, most frequent over seeds", GD_PHASES, cell),
+        "step_kernel": Variable("step times initial kernel dt sigma2 K_eta(0), median over seeds", dims=cell),
+    }
+    for key, what in PHASE_EXPONENTS.items():
+        variables[f"theory_{key}"] = Variable(f"predicted width exponent of the {what}", dims=cell)
+    for name, what in PHASE_QUANTITIES.items():
+        variables[f"{name}_exponent"] = Variable(f"log-log slope against width of the {what}", dims=cell)
+        variables[f"{name}_exponent_std"] = Variable(f"bootstrap standard deviation of {name}_exponent", dims=cell)
+    for name in ("loss_decrease", "kernel_change"):
+        variables[f"{name}_at_resolution"] = Variable(
+            f"{PHASE_QUANTITIES[name]} below the float64 resolution at the largest width", dims=cell
+        )
+    return variables
+
+
+_NONLINEAR_VARIABLES: dict[str, Variable] = {
+    "zeta": Variable(
+        "alignment zeta_l = |W_{l+1} W_l|_F / (|W_{l+1}|_F |W_l|_F) (NaN for the last layer)",
+        dims=("seed", "step", "layer"),
+    ),
+    "rho": Variable("rescaling rho_l = log(|W_l(t)|_F / |W_l(0)|_F)", dims=("seed", "step", "layer")),
+    "ntk_change": Variable(
+        "relative change of the empirical NTK on the probe batch, |K_t - K_0|_F / |K_0|_F", dims=("seed", "step")
+    ),
+    "train_loss": Variable("training loss (full training set)", dims=("seed", "step")),
+    "test_loss": Variable("test loss", dims=("seed", "step")),
+    "test_accuracy": Variable("test accuracy (NaN for regression)", dims=("seed", "step")),
+    "zeta_theory": Variable(
+        "|cos(u, w)| predicted by the solvable linear model's gradient flow (docs/nonlinear.md)", dims=("seed", "step")
+    ),
+    "setting": Variable("named initialization/target setting", dims=("setting",)),
+    "activation": Variable("activation function", dims=("activation",)),
+    "parametrization": Variable("parametrization (standard, ntk, mean_field)", dims=("parametrization",)),
+    "width": Variable("hidden-layer width", dims=("width",)),
+    "init_scale": Variable("initialization-scale multiplier", dims=("init_scale",)),
+    "seed": Variable("seed index", dims=("seed",)),
+    "step": Variable("training step", dims=("step",)),
+    "layer": Variable("layer index l (W_l maps layer l-1 to layer l)", dims=("layer",)),
+    "init_correlation": Variable("correlation of readout and features at init", dims=("setting",)),
+    "target_scale": Variable("teacher slope beta* along the teacher direction", dims=("setting",)),
+}
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind(
+            "trajectories_chunk",
+            "one simulation job's share of an experiment's grid: dims (point, seed, time)",
+            {
+                **_TRAJECTORY_DATA,
+                **_HYPERPARAMETER_COORDS,
+                "point": Variable("flat index of the grid point", dims=("point",)),
+            },
+            required=(*TRAJECTORY_VARIABLES, "diverged", *HYPERPARAMETERS, *EXPONENTS, "point", "seed", "time", "dt"),
+            axis_prefix="grid_",
+        ),
+        Kind(
+            "trajectories",
+            "every run of an experiment: dims (*grid, seed, time)",
+            {**_TRAJECTORY_DATA, **_HYPERPARAMETER_COORDS},
+            required=(*TRAJECTORY_VARIABLES, "diverged", *HYPERPARAMETERS, *EXPONENTS, "seed", "time", "dt"),
+        ),
+        Kind(
+            "mechanisms",
+            "mechanism magnitudes, flags and labels of every run: dims (*grid, seed[, time])",
+            {**_MECHANISM_DATA, **_HYPERPARAMETER_COORDS},
+            required=(*MAGNITUDES, "primary", "kernel", "alignment", "disalignment", "rescaling", "diverged"),
+        ),
+        Kind(
+            "phases",
+            "predicted and classified phase of every cell (grid dims without width)",
+            {**_phase_variables(), **_HYPERPARAMETER_COORDS},
+            required=("phase_theory", *(f"theory_{key}" for key in PHASE_EXPONENTS)),
+        ),
+        Kind(
+            "nonlinear",
+            "metrics of every training run of a nonlinear experiment",
+            _NONLINEAR_VARIABLES,
+            required=("zeta", "rho", "ntk_change", "train_loss", "test_loss", "test_accuracy"),
+            axis_prefix=None,
+        ),
+    )
+}
+
+
+def kind_of(ds: xr.Dataset) -> str:
+    """The kind recorded in a featlearn file (``""`` when it records none)."""
+    return str(ds.attrs.get(KIND_ATTRIBUTE, ""))
+
+
+def annotate(ds: xr.Dataset, kind: str) -> xr.Dataset:
+    """Give every variable of ``ds`` its contract metadata and record ``kind``; returns ``ds``.
+
+    Attributes other than the contract's (e.g. a chunk's own) are kept.
+    Raises ``KeyError`` for a variable the kind does not define (a writer
+    out of step with the contract is a bug, not a user error).
+    """
+    entry = KINDS[kind]
+    for name, variable in ds.variables.items():
+        spec = entry.variable(str(name))
+        if spec is None:
+            raise KeyError(f"{kind} files have no variable {name!r}; add it to featlearn.contract")
+        variable.attrs.update(spec.attrs())
+    ds.attrs[KIND_ATTRIBUTE] = kind
+    return ds
+
+
+def problems(ds: xr.Dataset, kind: str | None = None) -> list[str]:
+    """Every way ``ds`` departs from the contract of its kind (empty: it conforms).
+
+    Checks the recorded kind, that the required variables are there, that
+    every variable is in the contract with its attributes, and that each
+    variable's dims end with the contract's trailing dims.
+    """
+    kind = kind or kind_of(ds)
+    if kind not in KINDS:
+        return [f"unknown kind {kind!r} (known: {', '.join(KINDS)})"]
+    entry = KINDS[kind]
+    found = []
+    if kind_of(ds) != kind:
+        found.append(f"global attribute {KIND_ATTRIBUTE} is {kind_of(ds)!r}, expected {kind!r}")
+    found.extend(f"missing variable {name!r}" for name in entry.required if name not in ds.variables)
+    for name, variable in ds.variables.items():
+        spec = entry.variable(str(name))
+        if spec is None:
+            found.append(f"variable {name!r} is not in the contract of {kind} files")
+            continue
+        for key, value in spec.attrs().items():
+            if not np.array_equal(np.asarray(variable.attrs.get(key)), np.asarray(value)):
+                found.append(f"{name}: attribute {key} is {variable.attrs.get(key)!r}, expected {value!r}")
+        if spec.dims is not None and tuple(variable.dims[len(variable.dims) - len(spec.dims) :]) != spec.dims:
+            found.append(f"{name}: dims {variable.dims} do not end with {spec.dims}")
+    return found
