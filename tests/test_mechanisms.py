@@ -1,4 +1,4 @@
-"""Mechanism detection: SPEC section 6 examples, the exact path split, flags and thresholds, width scaling."""
+"""Mechanism detection: the reference examples (docs/mechanisms.md#reference-examples), the exact path split, flags and thresholds, width scaling."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def run_experiment(spec: dict, name: str = "e") -> xr.Dataset:
 
 @pytest.fixture(scope="module")
 def examples() -> tuple[xr.Dataset, xr.Dataset]:
-    """The SPEC section 6 examples at d = 10^4: trajectories and detected mechanisms."""
+    """The reference examples at d = 10^4 (docs/mechanisms.md#reference-examples): trajectories and mechanisms."""
     spec = {
         "solver": "flow",
         "seeds": 6,
@@ -55,7 +55,7 @@ def labels_of(run: xr.Dataset) -> set[str]:
 
 
 # ---------------------------------------------------------------------------
-# SPEC section 6 examples
+# the reference examples (docs/mechanisms.md#reference-examples)
 
 
 def test_mean_field_init_is_alignment(examples):
@@ -63,7 +63,7 @@ def test_mean_field_init_is_alignment(examples):
     run = detected.sel(parametrization="mean_field", rho=0.0, beta_star=1.0)
     assert labels_of(run) == {"alignment"}
     assert run["alignment"].all() and not run["kernel"].any() and not run["disalignment"].any()
-    # SPEC: A_part 0.79, R_part 0.21, kernel change 0.41 (one seed-averaged run, a few % spread).
+    # Reference: A_part 0.79, R_part 0.21, kernel change 0.41 (one seed-averaged run, a few % spread).
     np.testing.assert_allclose(run["a_part"].mean(), 0.79, atol=0.03)
     np.testing.assert_allclose(run["r_part"].mean(), 0.21, atol=0.03)
     np.testing.assert_allclose(run["kernel_change"].mean(), 0.41, atol=0.03)
@@ -74,7 +74,7 @@ def test_small_init_is_rescaling_with_the_alignment_flag(examples):
     run = detected.sel(parametrization="small_init", rho=0.0, beta_star=1.0)
     assert labels_of(run) == {"rescaling"}
     assert run["alignment"].all() and run["rescaling"].all()
-    # SPEC: A_part 0.02, R_part 0.98, delta_c 0.99.
+    # Reference: A_part 0.02, R_part 0.98, delta_c 0.99.
     np.testing.assert_allclose(run["a_part"].mean(), 0.02, atol=0.01)
     np.testing.assert_allclose(run["r_part"].mean(), 0.98, atol=0.01)
     # delta_c = 1 - c(0) with c(0) ~ N(0, 1/d): 0.99 to within a few d^-1/2.
@@ -88,7 +88,7 @@ def test_ntk_is_kernel(examples):
     assert labels_of(run) == {"kernel"}
     assert run["kernel"].all()
     assert not (run["alignment"] | run["disalignment"] | run["rescaling"]).any()
-    # SPEC: kernel change ~1e-4 and delta_c 0.03 at d = 10^4: both vanish like a power of d.
+    # Reference: kernel change ~1e-4 and delta_c 0.03 at d = 10^4: both vanish like a power of d.
     assert (np.abs(run["kernel_change"]) < 1e-3).all()
     assert (np.abs(run["delta_c"]) < 0.1).all()
 
@@ -98,7 +98,7 @@ def test_correlated_init_with_small_target_is_disalignment(examples):
     run = detected.sel(parametrization="mean_field", rho=0.5, beta_star=0.1)
     assert labels_of(run) == {"disalignment"}
     assert run["disalignment"].all() and not run["alignment"].any()
-    # SPEC: cos 0.50 -> 0.12, A_part -0.35, R_part -0.05, kernel change -0.13.
+    # Reference: cos 0.50 -> 0.12, A_part -0.35, R_part -0.05, kernel change -0.13.
     np.testing.assert_allclose(run["c_initial"].mean(), 0.50, atol=0.02)
     np.testing.assert_allclose(run["c_final"].mean(), 0.12, atol=0.02)
     np.testing.assert_allclose(run["a_part"].mean(), -0.35, atol=0.02)

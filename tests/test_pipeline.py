@@ -324,3 +324,15 @@ def test_smoke_dag_end_to_end(smoke_run, run_snakemake):
     again = run_snakemake(smoke_run, "-n", "--configfile", "config/smoke.yaml", "--cores", "2", timeout=120)
     assert again.returncode == 0, again.stderr
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-2000:]
+
+
+def test_cli_options_carry_no_defaults_of_their_own():
+    # Settings defaults live in the configuration schema only; an option left out is None (or False for a flag).
+    from featlearn import cli
+
+    parser = cli.build_parser()
+    commands = next(action for action in parser._actions if action.dest == "command").choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.default in (None, False), f"featlearn {name} {action.option_strings[0]}"

@@ -1,5 +1,5 @@
 """The three solvers: Gram-recursion GD against explicit width-d GD, flow against the explicit ODE,
-divergence handling, and the width scaling of SPEC section 5 measured from simulated width sweeps."""
+divergence handling, and the width scaling of docs/model.md#width-scaling measured from simulated width sweeps."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_record_steps_and_solver_errors():
         solvers.solve("euler", hyper, [0, 1], 0.1, gram0=gram0)
 
 
-# --- SPEC section 5: kernel-change exponents measured from width sweeps -------------------------
+# --- docs/model.md#width-scaling: kernel-change exponents measured from width sweeps -------------------------
 
 WIDTHS = [100, 1000, 10_000, 100_000, 1_000_000]
 

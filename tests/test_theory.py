@@ -89,7 +89,7 @@ def test_conserved_quantity_is_constant_along_the_flow():
     assert np.max(np.abs(conserved - initial) / scale) < 1e-13
 
 
-# --- edge cases of SPEC section 3: no NaN, and the right answer -------------------------------
+# --- edge cases of docs/model.md#eq-closed-form: no NaN, and the right answer -------------------------------
 
 
 def vectors_for(kind: str, d: int = 6) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +162,7 @@ def test_extreme_widths_stay_in_float_range(width):
     )
 
 
-# --- identities of SPEC section 4 ---------------------------------------------------------------
+# --- identities of docs/model.md#kernel-laziness-and-rate ---------------------------------------------------------------
 
 
 def test_laziness_rate_and_final_kernel_identities():

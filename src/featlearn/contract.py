@@ -9,9 +9,10 @@ records its kind in the global attribute ``featlearn_kind``, so a stage or a
 figure can tell what it was given. The kinds are described for users in
 ``docs/data.md``.
 
-Dimensions are described as *trailing* dimensions: every variable of a kind
-has the leading dimensions of its kind (a trajectories file's grid
-dimensions, a phases file's cells) followed by the dimensions listed here.
+Each variable lists the dimensions it has besides those of its file (a
+trajectories file's grid dimensions, a phases file's cells), in order:
+``beta`` is ``(*grid, seed, time)``, the width fits of a mechanisms file are
+``(magnitude, *grid without width)``.
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ class Variable:
     """Metadata of one variable or coordinate.
 
     ``units`` is ``None`` for text-valued variables (CF gives them no
-    units). ``dims`` are the trailing dimensions (``None``: not checked,
-    for coordinates that live on whichever grid dimensions a file has).
+    units). ``dims`` are the dimensions it has besides its file's grid or
+    cell dimensions, in order (``None``: not checked, for coordinates that
+    live on whichever grid dimensions a file has).
     ``flags`` names the values 0, 1, ... of a CF flag variable.
     """
 
@@ -96,26 +98,31 @@ class Variable:
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of file: its title prefix and every variable it may hold.
+    """A kind of file: what it holds and every variable it may hold.
 
-    ``required`` are the variables every file of the kind holds. Names not
-    listed are allowed only as grid axes (``axis_prefix`` + an experiment's
-    own axis name, whose long name is the axis name itself).
+    ``required`` are the variables every file of the kind holds. A name the
+    kind does not list is allowed only as one of an experiment's own grid
+    axes (declared under ``axes:`` in its configuration), whose long name is
+    the axis name: a dimension coordinate of the file when ``axes`` is
+    ``"dims"``, a coordinate ``grid_<axis>`` along ``point`` in a simulation
+    chunk (``axes="grid_"``); ``None``: no such names.
     """
 
     name: str
     description: str
     variables: Mapping[str, Variable]
     required: tuple[str, ...] = ()
-    axis_prefix: str | None = ""
+    axes: str | None = "dims"
 
-    def variable(self, name: str) -> Variable | None:
-        """The entry of ``name``; user-named grid axes get their own name as long name."""
+    def entry(self, name: str, ds: xr.Dataset) -> Variable | None:
+        """The contract entry of variable ``name`` of ``ds`` (``None``: not in the contract)."""
         if name in self.variables:
             return self.variables[name]
-        if self.axis_prefix is not None and name.startswith(self.axis_prefix):
-            stripped = name.removeprefix(self.axis_prefix)
-            return self.variables.get(stripped, Variable(stripped))
+        if self.axes == "dims" and name in ds.dims:
+            return Variable(name)
+        if self.axes == "grid_" and name.startswith("grid_") and ds[name].dims == ("point",):
+            axis = name.removeprefix("grid_")
+            return self.variables.get(axis, Variable(axis))
         return None
 
 
@@ -262,7 +269,7 @@ KINDS: dict[str, Kind] = {
                 "point": Variable("flat index of the grid point", dims=("point",)),
             },
             required=(*TRAJECTORY_VARIABLES, "diverged", *HYPERPARAMETERS, *EXPONENTS, "point", "seed", "time", "dt"),
-            axis_prefix="grid_",
+            axes="grid_",
         ),
         Kind(
             "trajectories",
@@ -287,7 +294,7 @@ KINDS: dict[str, Kind] = {
             "metrics of every training run of a nonlinear experiment",
             _NONLINEAR_VARIABLES,
             required=("zeta", "rho", "ntk_change", "train_loss", "test_loss", "test_accuracy"),
-            axis_prefix=None,
+            axes=None,
         ),
     )
 }
@@ -307,7 +314,7 @@ def annotate(ds: xr.Dataset, kind: str) -> xr.Dataset:
     """
     entry = KINDS[kind]
     for name, variable in ds.variables.items():
-        spec = entry.variable(str(name))
+        spec = entry.entry(str(name), ds)
         if spec is None:
             raise KeyError(f"{kind} files have no variable {name!r}; add it to featlearn.contract")
         variable.attrs.update(spec.attrs())
@@ -320,7 +327,7 @@ def problems(ds: xr.Dataset, kind: str | None = None) -> list[str]:
 
     Checks the recorded kind, that the required variables are there, that
     every variable is in the contract with its attributes, and that each
-    variable's dims end with the contract's trailing dims.
+    variable has the contract's dims, in order.
     """
     kind = kind or kind_of(ds)
     if kind not in KINDS:
@@ -331,13 +338,34 @@ def problems(ds: xr.Dataset, kind: str | None = None) -> list[str]:
         found.append(f"global attribute {KIND_ATTRIBUTE} is {kind_of(ds)!r}, expected {kind!r}")
     found.extend(f"missing variable {name!r}" for name in entry.required if name not in ds.variables)
     for name, variable in ds.variables.items():
-        spec = entry.variable(str(name))
+        spec = entry.entry(str(name), ds)
         if spec is None:
             found.append(f"variable {name!r} is not in the contract of {kind} files")
             continue
         for key, value in spec.attrs().items():
             if not np.array_equal(np.asarray(variable.attrs.get(key)), np.asarray(value)):
                 found.append(f"{name}: attribute {key} is {variable.attrs.get(key)!r}, expected {value!r}")
-        if spec.dims is not None and tuple(variable.dims[len(variable.dims) - len(spec.dims) :]) != spec.dims:
-            found.append(f"{name}: dims {variable.dims} do not end with {spec.dims}")
+        if spec.dims is not None and [d for d in variable.dims if d in spec.dims] != list(spec.dims):
+            found.append(f"{name}: dims {variable.dims} do not include {spec.dims} in this order")
     return found
+
+
+def markdown() -> str:
+    """The contract as Markdown tables, one per kind (the generated part of ``docs/data.md``)."""
+    lines = []
+    for kind in KINDS.values():
+        lines += [f"### `{kind.name}`", "", f"{kind.description[0].upper()}{kind.description[1:]}.", ""]
+        lines += ["| variable | its own dims | long_name | units | flag meanings |", "|---|---|---|---|---|"]
+        for name, variable in kind.variables.items():
+            dims = "" if variable.dims is None else ", ".join(variable.dims)
+            long_name = variable.long_name.replace("|", "\\|")
+            required = " (always)" if name in kind.required else ""
+            lines.append(
+                f"| `{name}`{required} | {dims} | {long_name} | {variable.units or ''} | {' '.join(variable.flags)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m featlearn.contract: regenerate the tables of docs/data.md
+    print(markdown(), end="")
