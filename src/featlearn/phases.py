@@ -28,10 +28,17 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import xarray as xr
+from scipy import stats
 from numpy.typing import ArrayLike, NDArray
 
 #: Phases as d -> infinity, in the order they are decided (first match wins); flag values 0..4.
 PHASES: tuple[str, ...] = ("unstable-init", "frozen", "unstable-training", "kernel", "feature-learning")
+#: Flag value of an empirical phase whose decisive exponent cannot be told from zero.
+BOUNDARY = len(PHASES)
+#: Flag meanings of the empirical phase: the phases, then ``boundary`` (value 5).
+CLASSIFIED_PHASES: tuple[str, ...] = (*PHASES, "boundary")
+#: Criteria of the classifier in the order they are applied; flag values 0..3 of ``phase_criterion``.
+CRITERIA: tuple[str, ...] = ("e0", "divergence", "elam", "eM")
 #: Gradient-descent behaviour of one run; flag values 0..2.
 GD_PHASES: tuple[str, ...] = ("converging", "catapult", "divergent")
 #: Tolerance of the exponent comparisons of the predictor (exponents are exact rationals in configs).
@@ -91,6 +98,27 @@ def prediction(a: float, b_u: float, b_w: float, c_u: float, c_w: float, rho: fl
     return result
 
 
+def measured_exponents(e: Exponents) -> dict[str, NDArray[np.float64]]:
+    """Width exponents the predictor gives for each measured quantity of :data:`QUANTITIES`.
+
+    From the closed form (``docs/model.md``): K_eta(t)^2 = K_eta(0)^2 +
+    4 (kappa s)^2 (beta(t)^2 - beta0^2) with K_eta(0) = kappa s M, and at the
+    learning time beta - beta* is a fixed fraction of beta0 - beta*. So the
+    kernel there scales like the rate (elam), its relative change like
+    g = 2 max(e0, 0) - 2 eM when g < 0 (small change: -2 eM for e0 <= 0) and
+    like g / 2 when g > 0 (-eM), and the learning time like -elam (in
+    feature-learning cells with eM < 0 it grows like log d: exponent 0).
+    Only compared with the fits in :func:`analyse`; never used by them.
+    """
+    growth = 2 * np.maximum(e.e0, 0.0) - 2 * e.eM
+    return {
+        "beta0": e.e0,
+        "kernel_scale": e.elam,
+        "kernel_change": np.where(growth < 0, growth, growth / 2),
+        "learning_time": -e.elam,
+    }
+
+
 def _first_match(conditions: Sequence[NDArray[np.bool_]], shape: tuple[int, ...]) -> IntArray:
     """Index of the first true condition, or ``len(conditions)`` where none holds."""
     codes = np.full(shape, len(conditions), dtype=np.int8)
@@ -106,35 +134,69 @@ def _first_match(conditions: Sequence[NDArray[np.bool_]], shape: tuple[int, ...]
 #: Measured quantities fitted against width: (name, long_name).
 QUANTITIES: tuple[tuple[str, str], ...] = (
     ("beta0", "|initial output beta(0)|"),
-    ("loss_decrease", "log-loss decrease over the horizon -log(L(T)/L(0))"),
-    ("kernel_scale", "largest learning-rate weighted kernel max_t K_eta(t)"),
-    ("kernel_change", "relative kernel change |K_eta(T)/K_eta(0) - 1|"),
+    ("kernel_scale", "largest learning-rate weighted kernel up to the learning time max K_eta(t), t <= t_c"),
+    ("kernel_change", "relative kernel change at the learning time |K_eta(t_c)/K_eta(0) - 1|"),
+    ("learning_time", "learning time t_c (the loss first falls to learning_fraction of its start)"),
 )
+#: The quantities read at the learning time (at the horizon in runs that do not reach it).
+AT_LEARNING_TIME: tuple[str, ...] = ("kernel_scale", "kernel_change")
+#: Default fraction of the initial loss that defines the learning time (as ``theory.learning_time``).
+LEARNING_FRACTION = 1e-2
 
 
-def measure(trajectories: xr.Dataset) -> xr.Dataset:
+def measure(trajectories: xr.Dataset, learning_fraction: float = LEARNING_FRACTION) -> xr.Dataset:
     """Per-run measurements of a trajectories dataset (dims: grid dims and seed).
 
-    The horizon T is the last record time. Diverged runs have NaN loss
-    decrease and kernel change (their kernel scale is the largest finite one):
-    these quantities are not measurable there, and the fits skip them.
+    The learning time t_c is when the loss first falls to ``learning_fraction``
+    times its start, interpolated linearly in log-loss between the two records
+    around the crossing (exact for an exponential decay). The kernel scale and
+    kernel change are read at t_c (interpolated the same way), so runs of any
+    speed are compared at the same stage of learning; a run that does not
+    reach t_c within the horizon (``learned`` false) is read at its last
+    record. ``learning_time`` is NaN where t_c is not reached or falls before
+    the first record after t = 0 (not resolved). Diverged runs have NaN kernel
+    change (their kernel scale is the largest finite one) and never learn.
+    Lazy when ``trajectories`` is; every reduction picks or compares single
+    values, so the result does not depend on the blocking.
     """
     loss = trajectories["loss"]
     kernel = trajectories["ntk_eta"]
-    loss0, loss_end = loss.isel(time=0), loss.isel(time=-1)
-    kernel0, kernel_end = kernel.isel(time=0), kernel.isel(time=-1)
-    tiny = np.finfo(float).tiny
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # A loss that underflowed to 0 has decreased by at least the float range.
-        decrease = -np.log(np.maximum(loss_end, tiny) / loss0)
-        change = np.abs(kernel_end / kernel0 - 1.0)
+    time = trajectories["time"]
     diverged = trajectories["diverged"].astype(bool)
+    # A loss that underflowed to 0 counts as the smallest positive float (log finite).
+    log_loss = np.log(np.maximum(loss, np.finfo(float).tiny))
+    log_target = log_loss.isel(time=0, drop=True) + np.log(learning_fraction)
+    below = log_loss <= log_target
+    before = below.cumsum("time") == 0
+    first = below & (below.cumsum("time") == 1)
+    learned = first.any("time") & ~diverged
+    residual = np.sqrt(loss)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # Where between the two records around the crossing the target is met: in log-loss for
+        # the time (exact for an exponential decay), in the residual sqrt(L) ~ |beta - beta*| for
+        # the kernel (a smooth function of beta along the flow, however fast the loss falls).
+        time_fraction = (log_loss.shift(time=1) - log_target) / (log_loss.shift(time=1) - log_loss)
+        residual_fraction = (residual.shift(time=1) - np.exp(log_target / 2)) / (residual.shift(time=1) - residual)
+
+    def at_crossing(values: xr.DataArray, fraction: xr.DataArray) -> xr.DataArray:
+        """``values`` interpolated to t_c with ``fraction`` (0 where the run never crosses)."""
+        previous = values.shift(time=1)
+        return xr.where(first, previous + fraction * (values - previous), 0.0).sum("time")
+
+    kernel0 = kernel.isel(time=0, drop=True)
+    kernel_at = xr.where(learned, at_crossing(kernel, residual_fraction), kernel.isel(time=-1, drop=True))
+    # Records before the crossing and the crossing itself (every record when the run never learns).
+    scale = np.fmax(kernel.where(before).max("time", skipna=True), kernel_at.where(learned))
+    resolved = learned & (xr.where(first, time.shift(time=1), 0.0).sum("time") > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = np.abs(kernel_at / kernel0 - 1.0)
     measured = xr.Dataset(
         {
-            "beta0": np.abs(trajectories["beta"].isel(time=0)),
-            "loss_decrease": decrease.where(~diverged),
-            "kernel_scale": kernel.max("time", skipna=True),
+            "beta0": np.abs(trajectories["beta"].isel(time=0, drop=True)),
+            "kernel_scale": scale,
             "kernel_change": change.where(~diverged),
+            "learning_time": at_crossing(time.broadcast_like(loss), time_fraction).where(resolved),
+            "learned": learned,
             "diverged": diverged,
         }
     )
@@ -147,139 +209,343 @@ def measure(trajectories: xr.Dataset) -> xr.Dataset:
 
 @dataclass(frozen=True)
 class FitSettings:
-    """How slopes are fitted and read.
+    """How slopes are fitted and decided (``docs/phases.md``, "Decisions").
 
-    ``tolerance``: a fitted slope counts as zero when its magnitude is below
-    this (exponents on the configured grids differ by at least 0.25).
-    ``resolution``: relative quantities (loss decrease, kernel change) below
-    this are not resolved in float64; they are left out of the fits, and a
-    quantity unresolved at the largest width counts as vanishing. A loss that
-    fell by more than this factor counts as converged (decrease capped).
-    ``bootstrap``: resamples of the seeds for the slope uncertainties.
+    ``tolerance``: deprecated and ignored (slopes were once compared with it;
+    the decisions are now statistical); kept so existing configurations and
+    callers keep working. ``resolution``: relative kernel changes below this
+    are float64 rounding; they are left out of the fits, and a change that no
+    seed resolves at the largest fitted width counts as vanishing.
+    ``bootstrap``: resamples of the seeds for the slope uncertainties (0: no
+    seed-noise term, only the curvature allowance; for quick looks).
     ``divergence_fraction``: share of diverged seeds at the largest width that
-    makes a cell unstable-training.
+    makes a cell unstable-training. ``false_decision_rate``: probability,
+    per criterion and cell, that seed noise alone decides the sign of an
+    exponent that is zero (two-sided; sets z). ``learning_fraction``: the
+    learning time is when the loss first falls to this fraction of its start.
     """
 
     tolerance: float = 0.125
     resolution: float = 1e-12
     bootstrap: int = 200
     divergence_fraction: float = 0.5
+    false_decision_rate: float = 1e-3
+    learning_fraction: float = LEARNING_FRACTION
 
 
-def _log_quantities(
-    measured: xr.Dataset, resolution: float
-) -> dict[str, tuple[NDArray[np.float64], NDArray[np.bool_]]]:
-    """log of each quantity and where it is unresolved, arrays (cells..., width, seed).
+def _polynomial_weights(x: NDArray[np.float64], weight: NDArray[np.float64], degree: int) -> NDArray[np.float64]:
+    """Weighted least-squares weights of the highest coefficient of a polynomial in ``x`` (last axis).
 
-    Relative quantities below ``resolution`` are rounding noise: their log is
-    NaN (left out of the fits) and they are marked unresolved. A loss that fell
-    below ``resolution`` times its start has converged as far as float64 can
-    tell (how far below is rounding, which grows with width): its decrease is
-    capped at ``-log(resolution)``.
+    For ``degree`` 1 the coefficient is the slope, for 2 the curvature (the
+    coefficient of (x - mean)^2); either equals ``sum(result * y)``. Points
+    with ``weight`` 0 are left out; the result is 0 for cells with too few
+    distinct points.
     """
-    logs = {}
-    for name, _ in QUANTITIES:
-        values = measured[name].transpose(..., "width", "seed").values.astype(float)
-        if name == "loss_decrease":
-            values = np.minimum(values, -np.log(resolution))
-        floor = np.finfo(float).tiny if name in ("beta0", "kernel_scale") else resolution
-        with np.errstate(invalid="ignore", divide="ignore"):
-            unresolved = values < floor
-            logs[name] = (np.where(unresolved | np.isnan(values), np.nan, np.log(values)), unresolved)
-    return logs
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = (weight * x).sum(-1, keepdims=True) / weight.sum(-1, keepdims=True)
+    powers = np.stack([np.nan_to_num(x - centre) ** k for k in range(degree + 1)], axis=-1)  # (..., width, k)
+    normal = np.einsum("...w,...wi,...wj->...ij", weight, powers, powers)
+    solvable = np.abs(np.linalg.det(normal)) > 0
+    safe = np.where(solvable[..., None, None], normal, np.eye(degree + 1))
+    rows = np.linalg.solve(safe, np.einsum("...w,...wi->...iw", weight, powers))
+    return np.where(solvable[..., None], rows[..., degree, :], 0.0)
 
 
 def _slopes(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
     """Least-squares slope of ``y`` against ``x`` along the last axis, skipping NaN (NaN if < 2 points)."""
     mask = np.isfinite(y)
-    count = mask.sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x_mean = np.where(mask, x, 0.0).sum(-1) / count
-        y_mean = np.where(mask, y, 0.0).sum(-1) / count
-        dx = np.where(mask, x - x_mean[..., None], 0.0)
-        dy = np.where(mask, y - y_mean[..., None], 0.0)
-        slope = (dx * dy).sum(-1) / (dx * dx).sum(-1)
-    return np.where(count >= 2, slope, np.nan)
+    x = np.broadcast_to(x, y.shape)
+    slope = (_polynomial_weights(x, mask.astype(float), 1) * np.where(mask, y, 0.0)).sum(-1)
+    return np.where(mask.sum(-1) >= 2, slope, np.nan)
 
 
-def _seed_mean(y: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Mean over the last (seed) axis, skipping NaN; NaN where every seed is NaN."""
-    count = np.isfinite(y).sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, np.where(np.isfinite(y), y, 0.0).sum(-1) / count, np.nan)
+def _seed_average(y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """log of the root mean square over the last (seed) axis of ``exp(y)``, skipping NaN.
+
+    The root mean square is the efficient scale estimate of the Gaussian
+    initial output (slope errors about 1.5 times smaller than with the mean
+    of the logs); for the concentrated quantities any average gives the same
+    slope. Computed from the logs (no overflow); NaN where every seed is NaN.
+    """
+    finite = np.isfinite(y)
+    count = finite.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN, silently
+        top = np.nanmax(y, axis=-1)
+        power = np.where(finite, np.exp(2 * (y - top[..., None])), 0.0).sum(-1) / count
+        return np.where(count > 0, top + 0.5 * np.log(power), np.nan)
+
+
+def _noise_model_weights(x: NDArray[np.float64], variance: NDArray[np.float64], used: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Fit weights: the inverse of a power law in width fitted to the per-width variances.
+
+    The noise of most quantities scales like a power of the width (the
+    initial output's not at all, the kernel's like 1/d), so a two-parameter
+    fit of log variance against log width describes it without following each
+    width's own noisy (few-seed) variance estimate, which would tie the
+    weights to the data and bias the errors low. Relative weights, the
+    largest 1; equal weights where fewer than two widths are used.
+    """
+    positive = used & (variance > 0)
+    trend = np.nan_to_num(_slopes(x, np.where(positive, np.log(np.where(positive, variance, 1.0)), np.nan)))
+    log_weight = np.where(used, -trend[..., None] * x, -np.inf)
+    with np.errstate(invalid="ignore"):
+        relative = np.exp(log_weight - np.max(log_weight, axis=-1, keepdims=True))
+    return np.where(used & np.isfinite(relative), relative, 0.0)
+
+
+class _Fit(NamedTuple):
+    """Line and parabola through the per-width seed averages of one quantity (arrays over cells)."""
+
+    slope: NDArray[np.float64]
+    std: NDArray[np.float64]
+    dof: NDArray[np.float64]
+    curvature: NDArray[np.float64]
+    curvature_std: NDArray[np.float64]
+    bends: NDArray[np.bool_]
+
+
+def _fit(
+    x: NDArray[np.float64], average: NDArray[np.float64], variance: NDArray[np.float64], seeds: NDArray[np.int64], rate: float
+) -> _Fit:
+    """Slope and curvature of the seed averages against log width, with seed-noise errors and a bend test.
+
+    Widths whose average rests on a single seed carry no noise estimate and
+    are left out, unless no width has one (``bootstrap = 0``; the errors are
+    then 0). The widths are independent draws, so a coefficient
+    ``sum(w * average)`` has the standard deviation ``sqrt(sum(w^2
+    variance))``, with Welch-Satterthwaite degrees of freedom (``seeds - 1``
+    per width). Slope and curvature (the quadratic coefficient of the
+    parabola, NaN with fewer than 3 widths) are least squares weighted by
+    :func:`_noise_model_weights`: where the noise shrinks with width they lean
+    on the widest runs, nearest the asymptote.
+
+    ``bends``: the curvature differs from zero by more than its two-sided
+    Student-t quantile at ``rate``, weighted or with every width weighing the
+    same (which sees a bend among the narrow, noisy widths that the weights
+    play down); always without a noise estimate, never with fewer than 3 widths.
+    """
+    finite = np.isfinite(average)
+    known = finite & (seeds >= 2)
+    used = np.where(known.any(-1, keepdims=True), known, finite)
+    noise = np.where(used & known, variance, 0.0)
+    y = np.where(used, average, 0.0)
+    x = np.broadcast_to(x, y.shape)
+
+    def coefficient(weight: NDArray[np.float64], degree: int) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        w = _polynomial_weights(x, weight, degree)
+        terms = w**2 * noise
+        total = terms.sum(-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dof = total**2 / (terms**2 / np.maximum(seeds - 1, 1)).sum(-1)
+        value = np.where(used.sum(-1) > degree, (w * y).sum(-1), np.nan)
+        return value, np.sqrt(total), np.where(total > 0, dof, np.inf)
+
+    weight = _noise_model_weights(x, noise, used)
+    slope, std, dof = coefficient(weight, 1)
+    curvature, curvature_std, curvature_dof = coefficient(weight, 2)
+    even, even_std, even_dof = coefficient(used.astype(float), 2)
+    with np.errstate(invalid="ignore"):
+        bends = (np.abs(curvature) > _quantile(rate, curvature_dof) * curvature_std) | (
+            np.abs(even) > _quantile(rate, even_dof) * even_std
+        )
+    return _Fit(slope, std, dof, curvature, curvature_std, bends & (used.sum(-1) >= 3))
+
+
+def _quantile(rate: float, dof: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Two-sided Student-t quantile for ``rate`` (the normal one for infinite or unknown dof)."""
+    return stats.t.ppf(1.0 - rate / 2, np.where(np.isfinite(dof) & (dof > 0), dof, np.inf))
+
+
+def _curvature_allowance(fit: _Fit) -> NDArray[np.float64]:
+    """How far the asymptotic exponent may lie beyond the fitted slope: sqrt(2 |curvature|).
+
+    If the log-log curve bends by one crossover (a competing power law, or a
+    correction d^-q: its local slope is a logistic in log d of height q and
+    width 1/q) centred inside or below the width range, the fitted slope
+    misses the asymptote by at most about this much. The worst case is a
+    slow crossover spread over the whole range: the local slope then rises
+    by q^2 / 4 per unit log width (curvature q^2 / 8) while missing the
+    asymptote by q / 2 = sqrt(2 curvature). Zero where the curve does not
+    measurably bend (``fit.bends`` false).
+    """
+    return np.where(fit.bends, np.sqrt(2 * np.abs(np.nan_to_num(fit.curvature))), 0.0)
 
 
 def fit_exponents(
-    measured: xr.Dataset, settings: FitSettings = FitSettings(), *, rng: np.random.Generator | None = None
+    measured: xr.Dataset,
+    settings: FitSettings = FitSettings(),
+    *,
+    min_widths: int = 4,
+    rng: np.random.Generator | None = None,
 ) -> xr.Dataset:
-    """Log-log slopes against width of every measured quantity, per cell, with bootstrap errors.
+    """Log-log slopes against width of every measured quantity, per cell, with decision intervals.
 
-    For each quantity: ``<name>_exponent`` (fit of the seed-mean of the log),
-    ``<name>_exponent_std`` (standard deviation over ``settings.bootstrap``
-    resamples of the seeds) and, for the relative quantities,
-    ``<name>_at_resolution`` (no seed resolves it at the largest width).
-    Unresolved values are left out of the fits; a slope is NaN where fewer
-    than two widths are left. Also ``diverged_fraction``
-    at the largest width. Dims: the cell dims (grid dims without width).
+    Per width the seeds are averaged (:func:`_seed_average`); the variance of
+    each width's average is its variance over ``settings.bootstrap`` resamples
+    of the seeds, times n/(n - 1), and at least ``settings.resolution``
+    squared (no average is known better than the float64 resolution of what it
+    averages). :func:`_fit` fits slope and curvature. For each quantity:
+
+    - ``<name>_exponent``, its seed-noise ``_std`` and the effective degrees
+      of freedom ``_dof`` of that standard deviation;
+    - ``<name>_exponent_curvature`` (half the change of the local slope per
+      unit log width: what seed resampling does not see) with ``_curvature_std``;
+    - ``<name>_exponent_allowance``: :func:`_curvature_allowance`;
+    - ``<name>_exponent_error``: half-width of the decision interval, t std
+      + allowance, t the two-sided Student-t quantile of
+      ``settings.false_decision_rate`` at the effective dof.
+
+    Fit domain: the kernel scale and change of a cell are fitted over the
+    widths where every seed reached its learning time, when there are at least
+    ``min_widths`` of them (``at_learning_time``); otherwise over all widths,
+    read at the horizon (cells that do not learn within it). The learning time
+    is fitted over the widths where every seed reached it. Kernel changes below
+    ``settings.resolution`` are left out; ``kernel_change_at_resolution``
+    marks cells where no seed resolves it at the largest fitted width. Also
+    ``learning_widths`` and ``diverged_fraction`` (at the largest width).
+    Dims: the cell dims (grid dims without width and seed).
     """
     rng = np.random.default_rng(0) if rng is None else rng
     measured = measured.sortby("width")
     x = np.log(measured["width"].values.astype(float))
-    logs = _log_quantities(measured, settings.resolution)
     cells = list(measured["beta0"].transpose(..., "width", "seed").dims[:-2])
-    coords = {d: measured[d] for d in cells}
+
+    def values(name: str) -> NDArray[Any]:
+        return measured[name].transpose(*cells, "width", "seed").values
+
+    learned_widths = values("learned").all(-1)
+    learning_widths = learned_widths.sum(-1)
+    at_learning = learning_widths >= min_widths
     n_seeds = measured.sizes["seed"]
     resamples = [rng.integers(0, n_seeds, n_seeds) for _ in range(settings.bootstrap)]
+    rate = settings.false_decision_rate
+    unit = {"units": "1"}
     fitted: dict[str, Any] = {}
     for name, long_name in QUANTITIES:
-        y, unresolved = logs[name]
-        slope = _slopes(x, _seed_mean(y))
-        boot = np.stack([_slopes(x, _seed_mean(y[..., index])) for index in resamples]) if resamples else slope[None]
-        with warnings.catch_warnings():
-            # Cells with no measurable slope (every run diverged) keep a NaN error, silently.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            std = np.nanstd(boot, axis=0)
-        # Vanishing below the resolution at the largest width: no seed resolved, some unresolved.
-        at_resolution = unresolved[..., -1, :].any(-1) & ~np.isfinite(y[..., -1, :]).any(-1)
-        fitted[f"{name}_exponent"] = (cells, slope, {"long_name": f"log-log slope against width of the {long_name}", "units": "1"})
-        fitted[f"{name}_exponent_std"] = (cells, std, {"long_name": f"bootstrap standard deviation of {name}_exponent", "units": "1"})
-        if name in ("loss_decrease", "kernel_change"):
-            fitted[f"{name}_at_resolution"] = (
+        raw = values(name).astype(float)
+        if name in AT_LEARNING_TIME:
+            raw = np.where(at_learning[..., None, None] & ~learned_widths[..., None], np.nan, raw)
+        elif name == "learning_time":
+            raw = np.where(learned_widths[..., None], raw, np.nan)
+        floor = settings.resolution if name == "kernel_change" else np.finfo(float).tiny
+        with np.errstate(invalid="ignore", divide="ignore"):
+            unresolved = raw < floor
+            y = np.where(unresolved | np.isnan(raw), np.nan, np.log(raw))
+        average = _seed_average(y)
+        # Bootstrap variance of each width's average, accumulated about the estimate (no stack of resamples).
+        shift, square, count = np.zeros_like(average), np.zeros_like(average), np.zeros_like(average)
+        for index in resamples:
+            deviation = _seed_average(y[..., index]) - average
+            ok = np.isfinite(deviation)
+            shift += np.where(ok, deviation, 0.0)
+            square += np.where(ok, deviation**2, 0.0)
+            count += ok
+        with np.errstate(invalid="ignore", divide="ignore"):
+            variance = np.nan_to_num((square / count - (shift / count) ** 2) * n_seeds / max(n_seeds - 1, 1))
+        seeds = np.where(count > 0, np.isfinite(y).sum(-1), 0)
+        fit = _fit(x, average, np.maximum(variance, settings.resolution**2), seeds, rate)
+        allowance = _curvature_allowance(fit)
+        entries = {
+            "": (fit.slope, f"log-log slope against width of the {long_name}"),
+            "_std": (fit.std, f"seed-noise standard deviation of {name}_exponent (bootstrap)"),
+            "_dof": (fit.dof, f"effective degrees of freedom of {name}_exponent_std"),
+            "_curvature": (fit.curvature, f"curvature of the log-log curve of the {name}: half the change of its slope per unit log width"),
+            "_curvature_std": (fit.curvature_std, f"seed-noise standard deviation of {name}_exponent_curvature (bootstrap)"),
+            "_allowance": (allowance, f"curvature allowance of {name}_exponent (how far its asymptote may lie)"),
+            "_error": (
+                _quantile(rate, fit.dof) * fit.std + allowance,
+                f"half-width of the decision interval of {name}_exponent: t std + allowance",
+            ),
+        }
+        for suffix, (data, description) in entries.items():
+            fitted[f"{name}_exponent{suffix}"] = (cells, data, {"long_name": description, **unit})
+        if name == "kernel_change":
+            fitted["kernel_change_at_resolution"] = (
                 cells,
-                at_resolution,
-                {"long_name": f"{long_name} below the float64 resolution at the largest width", "units": "1"},
+                _unresolved_at_largest(unresolved, np.isfinite(y)),
+                {"long_name": f"{long_name} below the float64 resolution at the largest fitted width", **unit},
             )
-    diverged = measured["diverged"].transpose(..., "width", "seed").values[..., -1, :]
+    fitted["learning_widths"] = (cells, learning_widths, {"long_name": "widths at which every seed reached its learning time", **unit})
+    fitted["at_learning_time"] = (
+        cells, at_learning, {"long_name": "kernel scale and change fitted at the learning time (else at the horizon)", **unit}
+    )
     fitted["diverged_fraction"] = (
         cells,
-        diverged.mean(-1),
-        {"long_name": "fraction of seeds whose gradient descent diverged at the largest width", "units": "1"},
+        values("diverged")[..., -1, :].mean(-1),
+        {"long_name": "fraction of seeds whose gradient descent diverged at the largest width", **unit},
     )
-    return xr.Dataset(fitted, coords=coords)
+    return xr.Dataset(fitted, coords={d: measured[d] for d in cells})
 
 
-def classify(fitted: xr.Dataset, settings: FitSettings = FitSettings()) -> xr.DataArray:
-    """Empirical phase codes from fitted slopes alone (first match wins, order of :data:`PHASES`).
+def _unresolved_at_largest(unresolved: NDArray[np.bool_], resolved: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """At the largest width where any seed was measured (cells, width, seed): some unresolved, none resolved."""
+    measured = (unresolved | resolved).any(-1)
+    last = measured.shape[-1] - 1 - np.argmax(measured[..., ::-1], axis=-1)
+    pick = last[..., None, None]
+    return (
+        measured.any(-1)
+        & np.take_along_axis(unresolved, pick, axis=-2)[..., 0, :].any(-1)
+        & ~np.take_along_axis(resolved, pick, axis=-2)[..., 0, :].any(-1)
+    )
 
-    - unstable-init: |beta(0)| grows with width;
-    - frozen: the log-loss decrease over the horizon vanishes with width;
-    - unstable-training: GD diverges at the largest width, or the kernel
-      (hence the rate, and ``step x kernel``) grows with width;
-    - kernel: the relative kernel change vanishes with width;
-    - feature-learning: otherwise (the kernel change stays finite or grows).
-    NaN slopes (unmeasurable quantities) never match a condition.
+
+def decide_sign(fitted: xr.Dataset, name: str) -> NDArray[np.int8]:
+    """Sign of the exponent of quantity ``name`` where it is told from zero: +1, -1, or 0 (undecided).
+
+    Decided when |slope| exceeds ``<name>_exponent_error``, the half-width of
+    its decision interval (:func:`fit_exponents`); an unmeasurable (NaN)
+    slope is undecided.
     """
-    tol = settings.tolerance
+    slope, error = fitted[f"{name}_exponent"].values, fitted[f"{name}_exponent_error"].values
     with np.errstate(invalid="ignore"):
-        conditions = [
-            fitted["beta0_exponent"].values > tol,
-            (fitted["loss_decrease_exponent"].values < -tol) | fitted["loss_decrease_at_resolution"].values,
-            (fitted["diverged_fraction"].values >= settings.divergence_fraction)
-            | (fitted["kernel_scale_exponent"].values > tol),
-            (fitted["kernel_change_exponent"].values < -tol) | fitted["kernel_change_at_resolution"].values,
-        ]
-    codes = _first_match(conditions, fitted["beta0_exponent"].shape)
-    return xr.DataArray(codes, coords=fitted["beta0_exponent"].coords, dims=fitted["beta0_exponent"].dims)
+        return np.where(slope > error, 1, np.where(slope < -error, -1, 0)).astype(np.int8)
+
+
+def classify(fitted: xr.Dataset, settings: FitSettings = FitSettings()) -> xr.Dataset:
+    """Empirical phase codes from the fitted slopes alone, and the criterion that decided each.
+
+    The criteria, in order (see :data:`CRITERIA`):
+
+    - ``e0``, the initial-output exponent: positive is unstable-init; not told
+      from zero is ``boundary``; negative goes on;
+    - ``divergence``: at least ``divergence_fraction`` of the seeds diverged at
+      the largest width (GD) is unstable-training;
+    - ``elam``, the kernel-scale exponent (the rate): negative is frozen,
+      positive unstable-training; zero within its error is the elam = 0 of
+      the last two rows and goes on; unmeasurable is ``boundary``;
+    - ``eM``, read from the kernel-change exponent: a change that vanishes
+      (negative slope, or unresolved at the largest width) is kernel, one
+      that grows is feature-learning; not told from zero is ``boundary``.
+
+    Returns ``phase`` (codes into :data:`CLASSIFIED_PHASES`; 5 is boundary)
+    and ``phase_criterion`` (codes into :data:`CRITERIA`).
+    """
+    e0 = decide_sign(fitted, "beta0")
+    rate = decide_sign(fitted, "kernel_scale")
+    rate_measured = np.isfinite(fitted["kernel_scale_exponent"].values)
+    change = decide_sign(fitted, "kernel_change")
+    vanishes = (change == -1) | fitted["kernel_change_at_resolution"].values
+    diverging = fitted["diverged_fraction"].values >= settings.divergence_fraction
+    code = {name: i for i, name in enumerate(CLASSIFIED_PHASES)}
+    # (condition, phase, criterion), first match wins; every cell matches the last row.
+    rows = [
+        (e0 == 1, "unstable-init", "e0"),
+        (e0 == 0, "boundary", "e0"),
+        (diverging, "unstable-training", "divergence"),
+        (rate == -1, "frozen", "elam"),
+        (rate == 1, "unstable-training", "elam"),
+        (~rate_measured, "boundary", "elam"),
+        (vanishes, "kernel", "eM"),
+        (change == 1, "feature-learning", "eM"),
+        (np.ones_like(vanishes), "boundary", "eM"),
+    ]
+    shape = e0.shape
+    match = _first_match([np.broadcast_to(condition, shape) for condition, _, _ in rows], shape)
+    phase = np.array([code[row[1]] for row in rows], dtype=np.int8)[match]
+    criterion = np.array([CRITERIA.index(row[2]) for row in rows], dtype=np.int8)[match]
+    dims, coords = fitted["beta0_exponent"].dims, fitted["beta0_exponent"].coords
+    return xr.Dataset({"phase": (dims, phase), "phase_criterion": (dims, criterion)}, coords=coords)
 
 
 # ---------------------------------------------------------------------------
@@ -354,6 +620,38 @@ def _describe_cell(cell: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v.item() if hasattr(v, 'item') else v}" for k, v in cell.items())
 
 
+#: Predicted phases whose decision each measured exponent takes part in (the summaries use these cells).
+DECIDES: dict[str, tuple[str, ...]] = {
+    "beta0": PHASES,
+    "kernel_scale": PHASES[1:],
+    "kernel_change": ("kernel", "feature-learning"),
+    "learning_time": PHASES[1:],
+}
+
+
+def _difference_summary(result: xr.Dataset) -> dict[str, float]:
+    """Median and 95th percentile of |measured - predicted| per exponent (attributes of phases.nc).
+
+    Over the cells whose predicted phase the exponent helps decide
+    (:data:`DECIDES`: the initial output everywhere, the rate wherever the
+    initial output is stable, the kernel change where the rate is of order
+    one) and where both are finite; for the quantities read at the learning
+    time, only cells fitted there (``at_learning_time``), since the
+    predicted exponents describe the learning time, not the horizon.
+    """
+    summary = {}
+    at_learning = result["at_learning_time"].values
+    predicted = result["phase_theory"].values
+    for name, _ in QUANTITIES:
+        difference = np.abs(result[f"{name}_exponent_difference"].values)
+        decides = np.isin(predicted, [PHASES.index(phase) for phase in DECIDES[name]])
+        used = np.isfinite(difference) & decides & (at_learning if name != "beta0" else True)
+        values = difference[used]
+        summary[f"{name}_difference_median"] = float(np.median(values)) if values.size else float("nan")
+        summary[f"{name}_difference_p95"] = float(np.percentile(values, 95)) if values.size else float("nan")
+    return summary
+
+
 def analyse(
     trajectories: xr.Dataset,
     settings: FitSettings = FitSettings(),
@@ -365,10 +663,14 @@ def analyse(
 
     Always: the predicted phase ``phase_theory`` and exponents of every cell
     (grid dims without width). With a ``width`` dim of at least ``min_widths``
-    values: the fitted exponents, the empirical ``phase``, the per-cell
-    ``agrees`` and the attribute ``agreement``, with the disagreeing cells
-    listed in the attribute ``disagreeing_cells``. With the gd solver: the
-    per-run and per-cell discrete-time labels of :func:`gd_run_labels` and :func:`gd_cells`.
+    values: the fitted exponents with their errors next to the predicted ones
+    (``<quantity>_exponent_predicted``, ``<quantity>_exponent_difference``),
+    the empirical ``phase`` (``boundary`` where undecided) and the
+    ``phase_criterion`` that decided it, the per-cell ``agrees``, and the
+    attributes ``agreement`` (over decided cells), ``boundary_fraction``, the
+    per-exponent difference summaries and the disagreeing cells. With the gd
+    solver: the per-run and per-cell discrete-time labels of
+    :func:`gd_run_labels` and :func:`gd_cells`.
     """
     cells = [d for d in trajectories["beta"].dims if d not in ("width", "seed", "time")]
     exps = [_cell_exponents(trajectories, cells)[n] for n in ("a", "b_u", "b_w", "c_u", "c_w", "rho")]
@@ -377,7 +679,8 @@ def analyse(
         "phase_theory": (cells, theory_codes, _flag_attrs("phase predicted from the width exponents (SPEC section 5)", PHASES))
     }
     names = {"e0": "initial output", "eM": "laziness scale M", "eF": "force kappa sqrt(eta_u eta_w)", "elam": "convergence rate"}
-    for key, value in exponents(*exps)._asdict().items():
+    predicted_exponents = exponents(*exps)
+    for key, value in predicted_exponents._asdict().items():
         data[f"theory_{key}"] = (cells, value, {"long_name": f"predicted width exponent of the {names[key]}", "units": "1"})
     result = xr.Dataset(data, coords={d: trajectories[d].reset_coords(drop=True) for d in cells})
     attrs: dict[str, Any] = {}
@@ -386,26 +689,50 @@ def analyse(
     gd = trajectories.attrs.get("solver") == "gd"
     # One pass over the runs for every per-run quantity: lazily read grids stream through it.
     per_run = xr.merge(
-        [measure(trajectories) if fits else xr.Dataset(), gd_run_labels(trajectories, gd_rise) if gd else xr.Dataset()]
+        [
+            measure(trajectories, settings.learning_fraction) if fits else xr.Dataset(),
+            gd_run_labels(trajectories, gd_rise) if gd else xr.Dataset(),
+        ]
     ).compute()
     if fits:
-        fitted = fit_exponents(per_run, settings)
-        phase = classify(fitted, settings)
-        agrees = phase.values == theory_codes
-        result = result.merge(fitted)
-        result["phase"] = (phase.dims, phase.values, _flag_attrs("phase classified from the width scaling of measurements", PHASES))
-        result["agrees"] = (phase.dims, agrees, {"long_name": "empirical phase equals the predicted phase", "units": "1"})
+        result = result.merge(fit_exponents(per_run, settings, min_widths=min_widths))
+        for name, long_name in QUANTITIES:
+            predicted = measured_exponents(predicted_exponents)[name]
+            result[f"{name}_exponent_predicted"] = (
+                cells, predicted, {"long_name": f"predicted width exponent of the {long_name}", "units": "1"}
+            )
+            result[f"{name}_exponent_difference"] = (
+                cells,
+                result[f"{name}_exponent"].values - predicted,
+                {"long_name": f"{name}_exponent minus {name}_exponent_predicted", "units": "1"},
+            )
+        classified = classify(result, settings)
+        phase = classified["phase"].values
+        decided = phase != BOUNDARY
+        agrees = phase == theory_codes
+        result["phase"] = (cells, phase, _flag_attrs("phase classified from the width scaling of measurements", CLASSIFIED_PHASES))
+        result["phase_criterion"] = (
+            cells,
+            classified["phase_criterion"].values,
+            _flag_attrs("criterion that decided the phase, or that a boundary cell sits on", CRITERIA),
+        )
+        result["agrees"] = (cells, agrees, {"long_name": "empirical phase equals the predicted phase", "units": "1"})
         disagreeing = [
-            _describe_cell({d: result[d].values[i] for d, i in zip(phase.dims, index)})
-            + f": measured {PHASES[phase.values[index]]}, predicted {PHASES[theory_codes[index]]}"
-            for index in zip(*np.nonzero(~agrees))
+            _describe_cell({d: result[d].values[i] for d, i in zip(cells, index)})
+            + f": measured {CLASSIFIED_PHASES[phase[index]]}, predicted {PHASES[theory_codes[index]]}"
+            for index in zip(*np.nonzero(decided & ~agrees))
         ]
+        on_boundary = classified["phase_criterion"].values[~decided]
         attrs.update(
-            agreement=float(agrees.mean()),
+            agreement=float(agrees[decided].mean()) if decided.any() else float("nan"),
             cells=int(agrees.size),
+            decided_cells=int(decided.sum()),
+            boundary_fraction=float(1.0 - decided.mean()),
+            boundary_criteria=", ".join(f"{c} {int((on_boundary == i).sum())}" for i, c in enumerate(CRITERIA)),
             disagreeing_cells="; ".join(disagreeing) if disagreeing else "none",
             widths_fitted=int(trajectories.sizes["width"]),
-            **{f"fit_{key}": value for key, value in asdict(settings).items()},
+            **_difference_summary(result),
+            **{f"fit_{key}": value for key, value in asdict(settings).items() if key != "tolerance"},
         )
     if gd:
         result = result.merge(gd_cells(per_run))
