@@ -302,7 +302,13 @@ class _Fit(NamedTuple):
     dof: NDArray[np.float64]
     curvature: NDArray[np.float64]
     curvature_std: NDArray[np.float64]
-    bends: NDArray[np.bool_]
+    #: The local slope measurably rises / falls with width (the asymptote lies above / below).
+    rises: NDArray[np.bool_]
+    falls: NDArray[np.bool_]
+    #: The largest measurable curvature magnitude (of the two tests that found one).
+    bend: NDArray[np.float64]
+    #: The slope is ``sum(slope_weights * average)`` over the widths.
+    slope_weights: NDArray[np.float64]
 
 
 def _fit(
@@ -320,10 +326,12 @@ def _fit(
     :func:`_noise_model_weights`: where the noise shrinks with width they lean
     on the widest runs, nearest the asymptote.
 
-    ``bends``: the curvature differs from zero by more than its two-sided
-    Student-t quantile at ``rate``, weighted or with every width weighing the
-    same (which sees a bend among the narrow, noisy widths that the weights
-    play down); always without a noise estimate, never with fewer than 3 widths.
+    A bend is found where the curvature differs from zero by more than its
+    two-sided Student-t quantile at ``rate``, weighted or with every width
+    weighing the same (which sees a bend among the narrow, noisy widths that
+    the weights play down); any curvature counts without a noise estimate,
+    none with fewer than 3 widths. ``rises`` / ``falls``: a bend found with
+    positive / negative curvature; ``bend``: the larger curvature found.
     """
     finite = np.isfinite(average)
     known = finite & (seeds >= 2)
@@ -332,24 +340,26 @@ def _fit(
     y = np.where(used, average, 0.0)
     x = np.broadcast_to(x, y.shape)
 
-    def coefficient(weight: NDArray[np.float64], degree: int) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    def coefficient(weight: NDArray[np.float64], degree: int) -> tuple[NDArray[np.float64], ...]:
         w = _polynomial_weights(x, weight, degree)
         terms = w**2 * noise
         total = terms.sum(-1)
         with np.errstate(invalid="ignore", divide="ignore"):
             dof = total**2 / (terms**2 / np.maximum(seeds - 1, 1)).sum(-1)
         value = np.where(used.sum(-1) > degree, (w * y).sum(-1), np.nan)
-        return value, np.sqrt(total), np.where(total > 0, dof, np.inf)
+        return value, np.sqrt(total), np.where(total > 0, dof, np.inf), w
 
     weight = _noise_model_weights(x, noise, used)
-    slope, std, dof = coefficient(weight, 1)
-    curvature, curvature_std, curvature_dof = coefficient(weight, 2)
-    even, even_std, even_dof = coefficient(used.astype(float), 2)
+    slope, std, dof, slope_weights = coefficient(weight, 1)
+    curvature, curvature_std, curvature_dof, _ = coefficient(weight, 2)
+    even, even_std, even_dof, _ = coefficient(used.astype(float), 2)
+    enough = used.sum(-1) >= 3
     with np.errstate(invalid="ignore"):
-        bends = (np.abs(curvature) > _quantile(rate, curvature_dof) * curvature_std) | (
-            np.abs(even) > _quantile(rate, even_dof) * even_std
-        )
-    return _Fit(slope, std, dof, curvature, curvature_std, bends & (used.sum(-1) >= 3))
+        found = [(c, enough & (np.abs(c) > _quantile(rate, d) * s)) for c, s, d in ((curvature, curvature_std, curvature_dof), (even, even_std, even_dof))]
+    rises = np.logical_or.reduce([seen & (c > 0) for c, seen in found])
+    falls = np.logical_or.reduce([seen & (c < 0) for c, seen in found])
+    bend = np.maximum.reduce([np.where(seen, np.abs(c), 0.0) for c, seen in found])
+    return _Fit(slope, std, dof, curvature, curvature_std, rises, falls, bend, slope_weights)
 
 
 def _quantile(rate: float, dof: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -363,13 +373,13 @@ def _curvature_allowance(fit: _Fit) -> NDArray[np.float64]:
     If the log-log curve bends by one crossover (a competing power law, or a
     correction d^-q: its local slope is a logistic in log d of height q and
     width 1/q) centred inside or below the width range, the fitted slope
-    misses the asymptote by at most about this much. The worst case is a
-    slow crossover spread over the whole range: the local slope then rises
-    by q^2 / 4 per unit log width (curvature q^2 / 8) while missing the
-    asymptote by q / 2 = sqrt(2 curvature). Zero where the curve does not
-    measurably bend (``fit.bends`` false).
+    misses the asymptote by at most about this much, on the side the local
+    slope moves to as the width grows. The worst case is a slow crossover
+    spread over the whole range: the local slope then changes by q^2 / 4 per
+    unit log width (curvature q^2 / 8) while missing the asymptote by q / 2
+    = sqrt(2 curvature). Zero where no bend is found (a straight line fits).
     """
-    return np.where(fit.bends, np.sqrt(2 * np.abs(np.nan_to_num(fit.curvature))), 0.0)
+    return np.sqrt(2 * fit.bend)
 
 
 def fit_exponents(
@@ -391,10 +401,19 @@ def fit_exponents(
       of freedom ``_dof`` of that standard deviation;
     - ``<name>_exponent_curvature`` (half the change of the local slope per
       unit log width: what seed resampling does not see) with ``_curvature_std``;
-    - ``<name>_exponent_allowance``: :func:`_curvature_allowance`;
-    - ``<name>_exponent_error``: half-width of the decision interval, t std
-      + allowance, t the two-sided Student-t quantile of
-      ``settings.false_decision_rate`` at the effective dof.
+    - ``<name>_exponent_allowance``: :func:`_curvature_allowance` (for the
+      kernel scale also the share of its slope that a vanishing kernel change
+      carries, see below);
+    - ``<name>_exponent_low`` / ``_high``: the decision interval, slope -/+ t
+      std, widened by the allowance on the side a bend points to (the
+      asymptotic exponent lies that way); t is the two-sided Student-t
+      quantile of ``settings.false_decision_rate`` at the effective dof.
+
+    The kernel moves from K(0) by the kernel change while the network learns,
+    so the kernel scale carries the factor 1 + change; where the change
+    vanishes with width (its interval below zero, or unresolved), that
+    factor's share of the slope vanishes with it: a correction, not the
+    rate's exponent, so the interval of the kernel scale is widened by it.
 
     Fit domain: the kernel scale and change of a cell are fitted over the
     widths where every seed reached its learning time, when there are at least
@@ -421,17 +440,17 @@ def fit_exponents(
     resamples = [rng.integers(0, n_seeds, n_seeds) for _ in range(settings.bootstrap)]
     rate = settings.false_decision_rate
     unit = {"units": "1"}
-    fitted: dict[str, Any] = {}
-    for name, long_name in QUANTITIES:
+    fits, allowances, raws = {}, {}, {}
+    for name, _ in QUANTITIES:
         raw = values(name).astype(float)
         if name in AT_LEARNING_TIME:
             raw = np.where(at_learning[..., None, None] & ~learned_widths[..., None], np.nan, raw)
         elif name == "learning_time":
             raw = np.where(learned_widths[..., None], raw, np.nan)
+        raws[name] = raw
         floor = settings.resolution if name == "kernel_change" else np.finfo(float).tiny
         with np.errstate(invalid="ignore", divide="ignore"):
-            unresolved = raw < floor
-            y = np.where(unresolved | np.isnan(raw), np.nan, np.log(raw))
+            y = np.where((raw < floor) | np.isnan(raw), np.nan, np.log(raw))
         average = _seed_average(y)
         # Bootstrap variance of each width's average, accumulated about the estimate (no stack of resamples).
         shift, square, count = np.zeros_like(average), np.zeros_like(average), np.zeros_like(average)
@@ -444,28 +463,52 @@ def fit_exponents(
         with np.errstate(invalid="ignore", divide="ignore"):
             variance = np.nan_to_num((square / count - (shift / count) ** 2) * n_seeds / max(n_seeds - 1, 1))
         seeds = np.where(count > 0, np.isfinite(y).sum(-1), 0)
-        fit = _fit(x, average, np.maximum(variance, settings.resolution**2), seeds, rate)
-        allowance = _curvature_allowance(fit)
+        fits[name] = _fit(x, average, np.maximum(variance, settings.resolution**2), seeds, rate)
+        allowances[name] = _curvature_allowance(fits[name])
+    # The decision interval: seed noise (t std) both ways, the allowance on the side(s) a bend points to.
+    bounds = {
+        name: (
+            fit.slope - _quantile(rate, fit.dof) * fit.std - np.where(fit.falls, allowances[name], 0.0),
+            fit.slope + _quantile(rate, fit.dof) * fit.std + np.where(fit.rises, allowances[name], 0.0),
+        )
+        for name, fit in fits.items()
+    }
+    change = raws["kernel_change"]
+    with np.errstate(invalid="ignore"):
+        unresolved = change < settings.resolution
+        at_resolution = _unresolved_at_largest(unresolved, np.isfinite(change) & ~unresolved)
+        vanishes = (bounds["kernel_change"][1] < 0) | at_resolution
+    # While it learns, the kernel moves from K(0) by the kernel change, so the kernel scale carries
+    # the factor 1 + change. Where the change vanishes with width, so does that factor's share of
+    # the slope (a correction, not the rate's exponent): it is allowed for like curvature.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # widths without a measured change
+        share = np.nan_to_num(np.nanmean(np.log1p(change), axis=-1))
+    drift = np.where(vanishes, np.abs((fits["kernel_scale"].slope_weights * share).sum(-1)), 0.0)
+    low, high = bounds["kernel_scale"]
+    bounds["kernel_scale"] = (low - drift, high + drift)
+    allowances["kernel_scale"] = np.maximum(allowances["kernel_scale"], drift)
+    unit = {"units": "1"}
+    fitted: dict[str, Any] = {}
+    for name, long_name in QUANTITIES:
+        fit = fits[name]
         entries = {
             "": (fit.slope, f"log-log slope against width of the {long_name}"),
             "_std": (fit.std, f"seed-noise standard deviation of {name}_exponent (bootstrap)"),
             "_dof": (fit.dof, f"effective degrees of freedom of {name}_exponent_std"),
             "_curvature": (fit.curvature, f"curvature of the log-log curve of the {name}: half the change of its slope per unit log width"),
             "_curvature_std": (fit.curvature_std, f"seed-noise standard deviation of {name}_exponent_curvature (bootstrap)"),
-            "_allowance": (allowance, f"curvature allowance of {name}_exponent (how far its asymptote may lie)"),
-            "_error": (
-                _quantile(rate, fit.dof) * fit.std + allowance,
-                f"half-width of the decision interval of {name}_exponent: t std + allowance",
-            ),
+            "_allowance": (allowances[name], f"systematic allowance of {name}_exponent (how far its asymptote may lie)"),
+            "_low": (bounds[name][0], f"low end of the decision interval of {name}_exponent"),
+            "_high": (bounds[name][1], f"high end of the decision interval of {name}_exponent"),
         }
         for suffix, (data, description) in entries.items():
             fitted[f"{name}_exponent{suffix}"] = (cells, data, {"long_name": description, **unit})
-        if name == "kernel_change":
-            fitted["kernel_change_at_resolution"] = (
-                cells,
-                _unresolved_at_largest(unresolved, np.isfinite(y)),
-                {"long_name": f"{long_name} below the float64 resolution at the largest fitted width", **unit},
-            )
+    fitted["kernel_change_at_resolution"] = (
+        cells,
+        at_resolution,
+        {"long_name": "relative kernel change below the float64 resolution at the largest fitted width", **unit},
+    )
     fitted["learning_widths"] = (cells, learning_widths, {"long_name": "widths at which every seed reached its learning time", **unit})
     fitted["at_learning_time"] = (
         cells, at_learning, {"long_name": "kernel scale and change fitted at the learning time (else at the horizon)", **unit}
@@ -493,13 +536,13 @@ def _unresolved_at_largest(unresolved: NDArray[np.bool_], resolved: NDArray[np.b
 def decide_sign(fitted: xr.Dataset, name: str) -> NDArray[np.int8]:
     """Sign of the exponent of quantity ``name`` where it is told from zero: +1, -1, or 0 (undecided).
 
-    Decided when |slope| exceeds ``<name>_exponent_error``, the half-width of
-    its decision interval (:func:`fit_exponents`); an unmeasurable (NaN)
-    slope is undecided.
+    Decided when the decision interval ``[<name>_exponent_low,
+    <name>_exponent_high]`` (:func:`fit_exponents`) excludes zero; an
+    unmeasurable (NaN) slope is undecided.
     """
-    slope, error = fitted[f"{name}_exponent"].values, fitted[f"{name}_exponent_error"].values
+    low, high = fitted[f"{name}_exponent_low"].values, fitted[f"{name}_exponent_high"].values
     with np.errstate(invalid="ignore"):
-        return np.where(slope > error, 1, np.where(slope < -error, -1, 0)).astype(np.int8)
+        return np.where(low > 0, 1, np.where(high < 0, -1, 0)).astype(np.int8)
 
 
 def classify(fitted: xr.Dataset, settings: FitSettings = FitSettings()) -> xr.Dataset:
