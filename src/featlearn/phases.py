@@ -305,7 +305,7 @@ class _Fit(NamedTuple):
     #: The local slope measurably rises / falls with width (the asymptote lies above / below).
     rises: NDArray[np.bool_]
     falls: NDArray[np.bool_]
-    #: The largest measurable curvature magnitude (of the two tests that found one).
+    #: |curvature| where a bend is found (by either test), else 0.
     bend: NDArray[np.float64]
     #: The slope is ``sum(slope_weights * average)`` over the widths.
     slope_weights: NDArray[np.float64]
@@ -333,7 +333,8 @@ def _fit(
     weighing the same (which sees a bend among the narrow, noisy widths that
     the weights play down); any curvature counts without a noise estimate,
     none with fewer than 3 widths. ``rises`` / ``falls``: a bend found with
-    positive / negative curvature; ``bend``: the larger curvature found.
+    positive / negative curvature; ``bend``: then the weighted curvature's
+    magnitude (the slope decided on is the weighted one).
     """
     finite = np.isfinite(average)
     known = finite & (seeds >= 2)
@@ -360,7 +361,8 @@ def _fit(
         found = [(c, enough & (np.abs(c) > _quantile(rate, d) * s)) for c, s, d in ((curvature, curvature_std, curvature_dof), (even, even_std, even_dof))]
     rises = np.logical_or.reduce([seen & (c > 0) for c, seen in found])
     falls = np.logical_or.reduce([seen & (c < 0) for c, seen in found])
-    bend = np.maximum.reduce([np.where(seen, np.abs(c), 0.0) for c, seen in found])
+    # The size of the bend that matters is that of the weighted fit, whose slope is decided on.
+    bend = np.where(rises | falls, np.abs(np.nan_to_num(curvature)), 0.0)
     span = np.where(used, x, -np.inf).max(-1) - np.where(used, x, np.inf).min(-1)
     return _Fit(slope, std, dof, curvature, curvature_std, rises, falls, bend, slope_weights, np.maximum(span, 0.0))
 
