@@ -10,10 +10,13 @@ the phase as d -> infinity, first match wins, in the order of :data:`PHASES`.
 
 *Classifier.* It never evaluates those formulas. For every cell of an
 exponent grid it measures, per run, four quantities against width — the
-initial |output|, the log-loss decrease over the horizon, the largest
-learning-rate weighted kernel along the run and the relative kernel change —
-fits their log-log slopes (mean over seeds, bootstrap over seeds for the
-uncertainty) and decides the phase from those slopes alone, in the same order.
+initial |output|, the kernel scale and the relative kernel change read at the
+learning time t_c (when the loss has fallen to a fixed fraction of its start)
+and t_c itself — fits their log-log slopes with seed-noise errors (bootstrap
+over seeds) and a curvature allowance, and decides the sign of each decisive
+exponent only where its decision interval excludes zero, in the order of
+:data:`PHASES`; a cell whose decisive exponent cannot be told from zero is
+``boundary`` (:data:`CLASSIFIED_PHASES`).
 
 *Discrete time.* Runs of the ``gd`` solver are also labelled one by one as
 converging, catapult or divergent (:func:`gd_run_labels`, :func:`gd_cells`).
@@ -171,12 +174,21 @@ def measure(trajectories: xr.Dataset, learning_fraction: float = LEARNING_FRACTI
     first = below & (below.cumsum("time") == 1)
     learned = first.any("time") & ~diverged
     residual = np.sqrt(loss)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # Where between the two records around the crossing the target is met: in log-loss for
-        # the time (exact for an exponential decay), in the residual sqrt(L) ~ |beta - beta*| for
-        # the kernel (a smooth function of beta along the flow, however fast the loss falls).
-        time_fraction = (log_loss.shift(time=1) - log_target) / (log_loss.shift(time=1) - log_loss)
-        residual_fraction = (residual.shift(time=1) - np.exp(log_target / 2)) / (residual.shift(time=1) - residual)
+
+    def fraction(values: xr.DataArray, target: xr.DataArray) -> xr.DataArray:
+        """Where between the record before the crossing and the crossing record ``values`` meets ``target``.
+
+        Only at the crossing (elsewhere 0): there the previous value lies above
+        the target and the crossing one at or below it, so nothing divides by
+        zero (lazy arrays compute outside any error-state guard).
+        """
+        previous = values.shift(time=1)
+        return xr.where(first, (previous - target) / xr.where(first, previous - values, 1.0), 0.0)
+
+    # In log-loss for the time (exact for an exponential decay), in the residual sqrt(L) ~ |beta - beta*|
+    # for the kernel (a smooth function of beta along the flow, however fast the loss falls).
+    time_fraction = fraction(log_loss, log_target)
+    residual_fraction = fraction(residual, np.exp(log_target / 2))
 
     def at_crossing(values: xr.DataArray, fraction: xr.DataArray) -> xr.DataArray:
         """``values`` interpolated to t_c with ``fraction`` (0 where the run never crosses)."""
@@ -188,8 +200,8 @@ def measure(trajectories: xr.Dataset, learning_fraction: float = LEARNING_FRACTI
     # Records before the crossing and the crossing itself (every record when the run never learns).
     scale = np.fmax(kernel.where(before).max("time", skipna=True), kernel_at.where(learned))
     resolved = learned & (xr.where(first, time.shift(time=1), 0.0).sum("time") > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        change = np.abs(kernel_at / kernel0 - 1.0)
+    # A vanishing initial kernel (a layer that cannot move) has no relative change.
+    change = np.abs(kernel_at / xr.where(kernel0 > 0, kernel0, np.nan) - 1.0)
     measured = xr.Dataset(
         {
             "beta0": np.abs(trajectories["beta"].isel(time=0, drop=True)),
