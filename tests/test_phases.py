@@ -530,7 +530,10 @@ def test_default_grid_agreement(name):
     min_widths = fit.pop("min_widths")
     result = phases.analyse(trajectories, phases.FitSettings(**fit), min_widths=min_widths)
     assert result.attrs["agreement"] >= config["phases"]["min_agreement"]
-    assert set(np.unique(result["phase"].values)) <= set(range(len(phases.PHASES)))
+    assert set(np.unique(result["phase"].values)) <= set(range(len(phases.CLASSIFIED_PHASES)))
+    # On these coarse grids (exponent steps of 0.25) every undecided cell lies exactly on a boundary.
+    on_boundary = (np.abs(result["theory_e0"]) < 1e-9) | (np.abs(result["theory_eM"]) < 1e-9)
+    assert bool(on_boundary.where(result["phase"] == phases.BOUNDARY, True).all())
 
 
 # ---------------------------------------------------------------------------
@@ -593,9 +596,27 @@ def test_every_phase_figure_draws(tmp_path):
             },
         }
     )
+    oblique = run_experiment(
+        flow_spec(
+            {
+                "width": [2**k for k in range(8, 25, 4)],
+                "kappa": {"exponent": "0.5 + s / 2"},
+                "sigma_u": {"exponent": "0.25 * t"},
+                "sigma_w": {"exponent": "-0.25 * t"},
+                "eta_u": {"exponent": "-a + max(1 - a - 2 * min(b_u, b_w), 0) + s / 4"},
+                "eta_w": {"exponent": "c_u - t"},
+            },
+            seeds=3,
+            axes={"s": [-0.5, 0.0, 0.5], "t": [-0.5, 0.0, 0.5]},
+        )
+    )
+    classified = phases.analyse(plane)
+    assert (classified["phase"] == phases.BOUNDARY).any()  # a = 0.5 lies on e0 = 0: hatched cells are drawn
     drawn = {
-        "phases_diagram_rate": ([phases.analyse(plane)], {"x": "c_u", "y": "a"}),
+        "phases_diagram_rate": ([classified], {"x": "c_u", "y": "a"}),
+        "phases_diagram_oblique": ([phases.analyse(oblique)], {"x": "s", "y": "t"}),
         "phases_kernel_change_width": ([widths, phases.analyse(widths)], {}),
+        "phases_learning_time": ([widths, phases.analyse(widths)], {}),
         "phases_kernel_change_map": ([finite], {}),
         "phases_gd_step": ([phases.analyse(gd)], {}),
     }
