@@ -152,9 +152,10 @@ def measure(trajectories: xr.Dataset, learning_fraction: float = LEARNING_FRACTI
 
     The learning time t_c is when the loss first falls to ``learning_fraction``
     times its start, interpolated linearly in log-loss between the two records
-    around the crossing (exact for an exponential decay). The kernel scale and
-    kernel change are read at t_c (interpolated the same way), so runs of any
-    speed are compared at the same stage of learning; a run that does not
+    around the crossing (exact for an exponential decay). The kernel scale
+    (the largest kernel up to t_c) and the kernel change are read at t_c,
+    interpolated linearly in the residual sqrt(loss), so runs of any speed
+    are compared at the same stage of learning; a run that does not
     reach t_c within the horizon (``learned`` false) is read at its last
     record. ``learning_time`` is NaN where t_c is not reached or falls before
     the first record after t = 0 (not resolved). Diverged runs have NaN kernel
@@ -227,14 +228,16 @@ class FitSettings:
     the decisions are now statistical); kept so existing configurations and
     callers keep working. ``resolution``: relative kernel changes below this
     are float64 rounding; they are left out of the fits, and a change that no
-    seed resolves at the largest fitted width counts as vanishing.
-    ``bootstrap``: resamples of the seeds for the slope uncertainties (0: no
-    seed-noise term, only the curvature allowance; for quick looks).
-    ``divergence_fraction``: share of diverged seeds at the largest width that
-    makes a cell unstable-training. ``false_decision_rate``: probability,
-    per criterion and cell, that seed noise alone decides the sign of an
-    exponent that is zero (two-sided; sets z). ``learning_fraction``: the
-    learning time is when the loss first falls to this fraction of its start.
+    seed resolves at the largest fitted width counts as vanishing; no seed
+    average is taken to be known better than this. ``bootstrap``: resamples
+    of the seeds for the seed-noise errors (0: no noise estimate, every bend
+    counts; for quick looks). ``divergence_fraction``: share of diverged seeds
+    at the largest width that makes a cell unstable-training.
+    ``false_decision_rate``: probability, per criterion and cell, that seed
+    noise alone decides the sign of an exponent that is zero (two-sided; sets
+    the Student-t quantile of the decision intervals and of the bend tests).
+    ``learning_fraction``: the learning time is when the loss first falls to
+    this fraction of its start.
     """
 
     tolerance: float = 0.125
@@ -578,11 +581,16 @@ def classify(fitted: xr.Dataset, settings: FitSettings = FitSettings()) -> xr.Da
     - ``divergence``: at least ``divergence_fraction`` of the seeds diverged at
       the largest width (GD) is unstable-training;
     - ``elam``, the kernel-scale exponent (the rate): negative is frozen,
-      positive unstable-training; zero within its error is the elam = 0 of
-      the last two rows and goes on; unmeasurable is ``boundary``;
+      positive unstable-training; not told from zero is the elam = 0 of the
+      last two rows (the condition of those phases, not a boundary between
+      them) and goes on; unmeasurable is ``boundary``;
     - ``eM``, read from the kernel-change exponent: a change that vanishes
-      (negative slope, or unresolved at the largest width) is kernel, one
-      that grows is feature-learning; not told from zero is ``boundary``.
+      (decision interval below zero, or unresolved at the largest fitted
+      width) is kernel, one that grows is feature-learning; not told from
+      zero is ``boundary``.
+
+    A sign is decided by :func:`decide_sign`; the classifier reads no
+    predicted exponent.
 
     Returns ``phase`` (codes into :data:`CLASSIFIED_PHASES`; 5 is boundary)
     and ``phase_criterion`` (codes into :data:`CRITERIA`).
