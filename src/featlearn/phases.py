@@ -147,60 +147,79 @@ AT_LEARNING_TIME: tuple[str, ...] = ("kernel_scale", "kernel_change")
 LEARNING_FRACTION = 1e-2
 
 
+def _learning_readings(
+    loss: NDArray[np.float64], kernel: NDArray[np.float64], *, time: NDArray[np.float64], fraction: float
+) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Per run (time is the last axis): learned, t_c, the kernel at t_c, the largest kernel up to t_c.
+
+    t_c is the first time the loss falls to ``fraction`` of its start,
+    interpolated between the record before the crossing and the crossing
+    record linearly in log-loss (exact for an exponential decay); the kernel
+    is interpolated linearly in the residual sqrt(loss) ~ |beta - beta*|, a
+    smooth function of the output along the flow however fast the loss falls.
+    t_c is NaN where it is not reached or not resolved (the crossing falls
+    before the first record after t = 0). A run that does not learn is read at
+    its last record and over its whole horizon. NaN records (a diverged run)
+    never cross and are skipped by the maximum.
+    """
+    log_loss = np.log(np.maximum(loss, np.finfo(float).tiny))
+    target = log_loss[..., 0] + np.log(fraction)
+    with np.errstate(invalid="ignore"):
+        below = log_loss <= target[..., None]
+    learned = below.any(-1)
+    # The crossing record (1 where the run never crosses: a placeholder, masked below).
+    crossing = np.where(learned, np.argmax(below, axis=-1), 1)[..., None]
+
+    def around(values: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        return np.take_along_axis(values, crossing - 1, -1)[..., 0], np.take_along_axis(values, crossing, -1)[..., 0]
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_before, log_after = around(log_loss)
+        time_fraction = (log_before - target) / (log_before - log_after)
+        root_before, root_after = around(np.sqrt(loss))
+        root_fraction = (root_before - np.exp(target / 2)) / (root_before - root_after)
+    t_before, t_after = time[crossing[..., 0] - 1], time[crossing[..., 0]]
+    kernel_before, kernel_after = around(kernel)
+    with np.errstate(invalid="ignore"):  # the placeholder crossing of runs that never learn
+        kernel_at = np.where(learned, kernel_before + root_fraction * (kernel_after - kernel_before), kernel[..., -1])
+        learning_time = np.where(learned & (t_before > 0), t_before + time_fraction * (t_after - t_before), np.nan)
+    # Records before the crossing and the crossing itself (every record when the run never learns).
+    until = np.arange(kernel.shape[-1]) < np.where(learned, crossing[..., 0], kernel.shape[-1])[..., None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a run diverged from its first record: NaN
+        scale = np.fmax(np.nanmax(np.where(until, kernel, np.nan), axis=-1), np.where(learned, kernel_at, np.nan))
+    return learned, learning_time, kernel_at, scale
+
+
 def measure(trajectories: xr.Dataset, learning_fraction: float = LEARNING_FRACTION) -> xr.Dataset:
     """Per-run measurements of a trajectories dataset (dims: grid dims and seed).
 
     The learning time t_c is when the loss first falls to ``learning_fraction``
-    times its start, interpolated linearly in log-loss between the two records
-    around the crossing (exact for an exponential decay). The kernel scale
-    (the largest kernel up to t_c) and the kernel change are read at t_c,
-    interpolated linearly in the residual sqrt(loss), so runs of any speed
-    are compared at the same stage of learning; a run that does not
+    times its start; the kernel scale (the largest kernel up to t_c) and the
+    kernel change are read at t_c (:func:`_learning_readings`), so runs of any
+    speed are compared at the same stage of learning; a run that does not
     reach t_c within the horizon (``learned`` false) is read at its last
     record. ``learning_time`` is NaN where t_c is not reached or falls before
     the first record after t = 0 (not resolved). Diverged runs have NaN kernel
     change (their kernel scale is the largest finite one) and never learn.
-    Lazy when ``trajectories`` is; every reduction picks or compares single
-    values, so the result does not depend on the blocking.
+    Lazy when ``trajectories`` is: each block of whole runs is reduced in one
+    task (no time-resolved intermediate outlives it), run by run, so the
+    result does not depend on the blocking.
     """
-    loss = trajectories["loss"]
-    kernel = trajectories["ntk_eta"]
-    time = trajectories["time"]
     diverged = trajectories["diverged"].astype(bool)
-    # A loss that underflowed to 0 counts as the smallest positive float (log finite).
-    log_loss = np.log(np.maximum(loss, np.finfo(float).tiny))
-    log_target = log_loss.isel(time=0, drop=True) + np.log(learning_fraction)
-    below = log_loss <= log_target
-    before = below.cumsum("time") == 0
-    first = below & (below.cumsum("time") == 1)
-    learned = first.any("time") & ~diverged
-    residual = np.sqrt(loss)
-
-    def fraction(values: xr.DataArray, target: xr.DataArray) -> xr.DataArray:
-        """Where between the record before the crossing and the crossing record ``values`` meets ``target``.
-
-        Only at the crossing (elsewhere 0): there the previous value lies above
-        the target and the crossing one at or below it, so nothing divides by
-        zero (lazy arrays compute outside any error-state guard).
-        """
-        previous = values.shift(time=1)
-        return xr.where(first, (previous - target) / xr.where(first, previous - values, 1.0), 0.0)
-
-    # In log-loss for the time (exact for an exponential decay), in the residual sqrt(L) ~ |beta - beta*|
-    # for the kernel (a smooth function of beta along the flow, however fast the loss falls).
-    time_fraction = fraction(log_loss, log_target)
-    residual_fraction = fraction(residual, np.exp(log_target / 2))
-
-    def at_crossing(values: xr.DataArray, fraction: xr.DataArray) -> xr.DataArray:
-        """``values`` interpolated to t_c with ``fraction`` (0 where the run never crosses)."""
-        previous = values.shift(time=1)
-        return xr.where(first, previous + fraction * (values - previous), 0.0).sum("time")
-
-    kernel0 = kernel.isel(time=0, drop=True)
-    kernel_at = xr.where(learned, at_crossing(kernel, residual_fraction), kernel.isel(time=-1, drop=True))
-    # Records before the crossing and the crossing itself (every record when the run never learns).
-    scale = np.fmax(kernel.where(before).max("time", skipna=True), kernel_at.where(learned))
-    resolved = learned & (xr.where(first, time.shift(time=1), 0.0).sum("time") > 0)
+    # Blocks of whole runs (the files featlearn writes have them already; others are joined along time).
+    runs = [trajectories[name] for name in ("loss", "ntk_eta")]
+    runs = [run.chunk({"time": -1}) if run.chunks is not None else run for run in runs]
+    learned, learning_time, kernel_at, scale = xr.apply_ufunc(
+        _learning_readings,
+        *runs,
+        input_core_dims=[["time"], ["time"]],
+        output_core_dims=[[], [], [], []],
+        kwargs={"time": trajectories["time"].values, "fraction": learning_fraction},
+        dask="parallelized",
+        output_dtypes=[bool, float, float, float],
+    )
+    kernel0 = trajectories["ntk_eta"].isel(time=0, drop=True)
     # A vanishing initial kernel (a layer that cannot move) has no relative change.
     change = np.abs(kernel_at / xr.where(kernel0 > 0, kernel0, np.nan) - 1.0)
     measured = xr.Dataset(
@@ -208,8 +227,8 @@ def measure(trajectories: xr.Dataset, learning_fraction: float = LEARNING_FRACTI
             "beta0": np.abs(trajectories["beta"].isel(time=0, drop=True)),
             "kernel_scale": scale,
             "kernel_change": change.where(~diverged),
-            "learning_time": at_crossing(time.broadcast_like(loss), time_fraction).where(resolved),
-            "learned": learned,
+            "learning_time": learning_time.where(~diverged),
+            "learned": learned & ~diverged,
             "diverged": diverged,
         }
     )
