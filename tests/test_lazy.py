@@ -172,8 +172,13 @@ def test_phases_stage_streams_a_grid_larger_than_the_cap(grids, tmp_path):
     trajectories, output = grids / "large" / "trajectories.nc", tmp_path / "phases.nc"
     assert size_mb(trajectories, ("beta", "loss", "ntk_eta")) > HEADROOM_MB
     assert run_capped(grids, "phases", output) == {"memory_error": False, "status": 0}
-    # Mean field is feature learning and NTK kernel: both classified as predicted.
-    assert io.read_netcdf(output).attrs["agreement"] == 1.0
+    # Both sit exactly on a boundary (NTK on e0 = 0, mean field on eM = 0): neither is decided.
+    result = io.read_netcdf(output)
+    assert result.attrs["decided_cells"] == 0 and result.attrs["boundary_fraction"] == 1.0
+    criteria = [
+        contract.PHASE_CRITERIA[int(c)] for c in result["phase_criterion"].sel(parametrization=["ntk", "mean_field"])
+    ]
+    assert criteria == ["e0", "eM"]
     assert_same_data(output, fl.phases(io.read_netcdf(trajectories)), tmp_path)
 
 

@@ -1,4 +1,5 @@
-"""Mechanism detection: the reference examples (docs/mechanisms.md#reference-examples), the exact path split, flags and thresholds, width scaling."""
+"""Mechanism detection: the reference examples (docs/mechanisms.md#reference-examples), the exact path split,
+flags and thresholds, width scaling."""
 
 from __future__ import annotations
 

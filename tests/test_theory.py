@@ -162,7 +162,7 @@ def test_extreme_widths_stay_in_float_range(width):
     )
 
 
-# --- identities of docs/model.md#kernel-laziness-and-rate ---------------------------------------------------------------
+# --- identities of docs/model.md#kernel-laziness-and-rate ----------------------------------------------
 
 
 def test_laziness_rate_and_final_kernel_identities():

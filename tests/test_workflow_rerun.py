@@ -92,7 +92,7 @@ def test_figure_settings_rerun_only_that_figure(finished):
     [
         # The nonlinear mechanisms figure labels its runs with the same thresholds.
         (["mechanisms", "figure_nonlinear_mechanisms"], ("mechanisms", "eps_c"), 0.2),
-        (["phases"], ("phases", "fit", "tolerance"), 0.2),
+        (["phases"], ("phases", "fit", "false_decision_rate"), 0.01),
     ],
 )
 def test_analysis_thresholds_rerun_only_the_analysis_and_its_dependents(finished, rules, path, value):

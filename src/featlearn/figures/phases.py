@@ -1,9 +1,10 @@
-"""Figures of the phase stage: phase diagrams, kernel change against width, finite-width map, GD steps.
+"""Figures of the phase stage: diagrams, kernel change and learning time against width, finite-width map, GD steps.
 
 The phase diagrams read ``phases.nc`` (:func:`featlearn.phase_diagram.analyse`):
-the colour is the phase classified from measurements, the black lines are
-the boundaries between the predicted phases (drawn along cell edges) and a
-cross marks every cell where the two disagree.
+the colour is the phase classified from measurements (hatched white where
+the decisive exponent cannot be told from zero: ``boundary``), the black
+lines are the boundaries between the predicted phases (drawn along cell
+edges) and a cross marks every decided cell where the two disagree.
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
+from matplotlib.collections import PatchCollection
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import NullFormatter
 
 from featlearn import phase_diagram, theory
-from featlearn.contract import GD_PHASES, PHASES
+from featlearn.contract import CLASSIFIED_PHASES, GD_PHASES
 from featlearn.errors import InputError
 from featlearn.figures.style import new_figure
 
 PHASE_COLOURS = ("#444444", "#bcbddc", "#fb6a4a", "#6baed6", "#74c476")
+#: Undecided (``boundary``) cells: white, hatched in this colour.
+BOUNDARY_HATCH = "#737373"
 GD_COLOURS = ("#74c476", "#fdae6b", "#de2d26")
 AXIS_LABELS = {
     "a": r"output-scale exponent $a$ ($\kappa \sim d^{-a}$)",
@@ -34,6 +38,8 @@ AXIS_LABELS = {
     "eta_u0": r"step $h\,\eta_0$ (learning-rate prefactor, $h = 1$)",
     "kappa0": r"output scale $\kappa$",
     "sigma_u0": r"init scale $\sigma_u = \sigma_w$",
+    "oblique_s": r"oblique coordinate $s$ (all five exponents vary)",
+    "oblique_t": r"oblique coordinate $t$ (all five exponents vary)",
 }
 
 
@@ -62,7 +68,7 @@ def _boundaries(ax, codes: np.ndarray, x_edges: np.ndarray, y_edges: np.ndarray,
 
 
 def _phase_plane(ds: xr.Dataset, x: str, y: str, title: str) -> Figure:
-    """Empirical phase (colour) over the (x, y) plane, predicted boundaries, disagreements marked."""
+    """Empirical phase (colour, boundary cells hatched) over the (x, y) plane, predicted boundaries, disagreements."""
     extra = [d for d in ds["phase"].dims if d not in (x, y)]
     if extra:
         raise InputError(
@@ -72,13 +78,27 @@ def _phase_plane(ds: xr.Dataset, x: str, y: str, title: str) -> Figure:
     measured = ds["phase"].transpose(y, x).values
     predicted = ds["phase_theory"].transpose(y, x).values
     x_edges, y_edges = _edges(ds[x].values), _edges(ds[y].values)
-    cmap, norm, handles = _categorical(PHASES, PHASE_COLOURS)
-    figure, axes = new_figure(1, 1, width=5.6, height=4.4)
+    cmap, norm, handles = _categorical(CLASSIFIED_PHASES, (*PHASE_COLOURS, "#ffffff"))
+    figure, axes = new_figure(1, 1, width=5.8, height=4.4)
     ax = axes[0, 0]
     ax.pcolormesh(x_edges, y_edges, measured, cmap=cmap, norm=norm)
+    # Hatching marks the undecided cells (on the boundary of the criterion they sit on).
+    undecided = [
+        Rectangle((x_edges[j], y_edges[i]), x_edges[j + 1] - x_edges[j], y_edges[i + 1] - y_edges[i])
+        for i, j in zip(*np.nonzero(measured == phase_diagram.BOUNDARY))
+    ]
+    ax.add_collection(PatchCollection(undecided, facecolor="none", edgecolor=BOUNDARY_HATCH, hatch="////", linewidth=0))
+    handles[-1] = Patch(facecolor="#ffffff", edgecolor=BOUNDARY_HATCH, hatch="////", label="boundary (undecided)")
     _boundaries(ax, predicted, x_edges, y_edges, color="k", lw=1.8)
-    wrong_y, wrong_x = np.nonzero(measured != predicted)
-    ax.plot(ds[x].values[wrong_x], ds[y].values[wrong_y], "x", color="k", ms=8, mew=2)
+    wrong_y, wrong_x = np.nonzero((measured != predicted) & (measured != phase_diagram.BOUNDARY))
+    ax.plot(
+        ds[x].values[wrong_x],
+        ds[y].values[wrong_y],
+        "x",
+        color="k",
+        ms=8 if measured.size < 400 else 4,
+        mew=2 if measured.size < 400 else 1,
+    )
     handles += [
         Line2D([], [], color="k", lw=1.8, label="predicted boundary"),
         Line2D([], [], color="k", marker="x", ls="none", mew=2, label="disagreement"),
@@ -87,8 +107,11 @@ def _phase_plane(ds: xr.Dataset, x: str, y: str, title: str) -> Figure:
     ax.set_ylabel(AXIS_LABELS.get(y, y))
     ax.grid(False)
     agreement = ds.attrs.get("agreement", float("nan"))
+    decided = ds.attrs.get("decided_cells", "?")
+    boundary = ds.attrs.get("boundary_fraction", float("nan"))
     widths = ds.attrs.get("widths_fitted", "?")
-    ax.set_title(f"{title}\nagreement {agreement:.1%} ({widths} widths per cell; x: disagreement)", fontsize=9)
+    summary = f"agreement {agreement:.1%} of {decided} decided cells, boundary {boundary:.1%}"
+    ax.set_title(f"{title}\n{summary} ({widths} widths per cell)", fontsize=9)
     figure.legend(handles=handles, loc="outside right center", frameon=False)
     return figure
 
@@ -108,14 +131,19 @@ def phases_diagram_rate(*, phases: xr.Dataset, x: str = "c_u", y: str = "a") -> 
     return _phase_plane(phases, x, y, "output scale vs learning-rate scaling (init scale fixed)")
 
 
+def phases_diagram_oblique(*, phases: xr.Dataset, x: str = "oblique_s", y: str = "oblique_t") -> Figure:
+    """A plane through all five exponents (derived values of two oblique axes)."""
+    return _phase_plane(phases, x, y, "oblique plane through all five exponents")
+
+
 def phases_kernel_change_width(*, trajectories: xr.Dataset, phases: xr.Dataset) -> Figure:
-    """Relative kernel change against width, one line per parametrization, fitted slopes annotated.
+    """Relative kernel change at the learning time against width, one line per parametrization, fitted slopes annotated.
 
     Inputs: the experiment's trajectories and its phases dataset (for the
     fitted slopes, their bootstrap errors and the predicted exponents).
     """
     fitted = phases
-    change = phase_diagram.measure(trajectories)["kernel_change"]
+    change = phase_diagram.measure(trajectories, float(fitted.attrs["fit_learning_fraction"]))["kernel_change"]
     figure, axes = new_figure(1, 1, width=6.2, height=4.6)
     ax = axes[0, 0]
     widths = change["width"].values.astype(float)
@@ -127,9 +155,8 @@ def phases_kernel_change_width(*, trajectories: xr.Dataset, phases: xr.Dataset) 
         colour, marker = f"C{index}", "osD^v"[index % 5]
         slope = float(fitted["kernel_change_exponent"].sel(parametrization=name))
         error = float(fitted["kernel_change_exponent_std"].sel(parametrization=name))
-        e_m = float(fitted["theory_eM"].sel(parametrization=name))
-        # Small changes go like d^(-2 eM), large ones (eM < 0) like d^(-eM).
-        predicted = (-2 * e_m if e_m >= 0 else -e_m) + 0.0
+        # Small changes go like d^(-2 eM), large ones (eM < 0) like d^(-eM) (phase_diagram.measured_exponents).
+        predicted = float(fitted["kernel_change_exponent_predicted"].sel(parametrization=name)) + 0.0
         ax.errorbar(widths, centre, yerr=[centre - low, high - centre], fmt=marker, color=colour, ms=4, capsize=2)
         intercept = np.nanmean(np.log(centre) - slope * np.log(widths))
         # Dashed every other line: parametrizations with equal changes (one learning-rate scale apart) stay visible.
@@ -144,7 +171,66 @@ def phases_kernel_change_width(*, trajectories: xr.Dataset, phases: xr.Dataset) 
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("width $d$")
-    ax.set_ylabel(r"relative kernel change $|K_\eta(T)/K_\eta(0) - 1|$")
+    ax.set_ylabel(r"relative kernel change at the learning time $|K_\eta(t_c)/K_\eta(0) - 1|$")
+    ax.legend(fontsize=7, loc="best")
+    return figure
+
+
+def phases_learning_time(*, trajectories: xr.Dataset, phases: xr.Dataset) -> Figure:
+    """Learning time t_c against width for each parametrization: measured, fitted, and the closed form.
+
+    Inputs: the experiment's trajectories and its phases dataset (fitted
+    learning-time exponents and the learning fraction). Markers: median over
+    seeds of the measured t_c (:func:`featlearn.phase_diagram.measure`; 16-84 %
+    bars), where every seed reached it within the horizon and the records
+    resolve it. Lines: median of the closed form ``theory.learning_time`` of
+    the same runs. The legend gives the fitted exponent with its seed-noise
+    error and the predicted one, -elam (t_c ~ log d in feature-learning cells
+    with eM < 0, exponent 0).
+    """
+    fitted = phases
+    fraction = float(fitted.attrs["fit_learning_fraction"])
+    measured = phase_diagram.measure(trajectories, fraction)["learning_time"]
+    start = trajectories.isel(time=0)
+    names = ("kappa", "eta_u", "eta_w", "beta_star", "sigma2")
+    uu, ww, uw, *hyper = xr.broadcast(start["uu"], start["ww"], start["uw"], *(trajectories[name] for name in names))
+    closed = uu.copy(
+        data=theory.learning_time(
+            theory.Gram(uu.values, ww.values, uw.values), theory.Hyperparameters(*(h.values for h in hyper)), fraction
+        )
+    )
+    figure, axes = new_figure(1, 1, width=6.4, height=4.6)
+    ax = axes[0, 0]
+    widths = measured["width"].values.astype(float)
+    for index, name in enumerate(measured["parametrization"].values):
+        runs = measured.sel(parametrization=name).transpose("width", "seed").values
+        complete = np.isfinite(runs).all(axis=1)
+        centre = np.where(complete, np.median(runs, axis=1), np.nan)
+        low, high = (
+            np.where(complete, np.percentile(np.where(np.isfinite(runs), runs, 0.0), q, axis=1), np.nan)
+            for q in (16, 84)
+        )
+        colour, marker = f"C{index}", "osD^v"[index % 5]
+        slope = float(fitted["learning_time_exponent"].sel(parametrization=name))
+        error = float(fitted["learning_time_exponent_std"].sel(parametrization=name))
+        predicted = float(fitted["learning_time_exponent_predicted"].sel(parametrization=name)) + 0.0
+        ax.errorbar(
+            widths,
+            centre,
+            yerr=[centre - low, high - centre],
+            fmt=marker,
+            color=colour,
+            ms=4,
+            capsize=2,
+            label=f"{str(name).replace('_', '-')}: slope {slope:+.2f} ± {error:.2f} (theory {predicted:+.1f})",
+        )
+        reference = closed.sel(parametrization=name).transpose("width", "seed").values
+        ax.plot(widths, np.median(reference, axis=1), "-" if index % 2 == 0 else "--", color=colour, lw=1.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("width $d$")
+    ax.set_ylabel(rf"learning time $t_c$: loss down to {fraction:g} of its start")
+    ax.set_title("markers: measured (median over seeds); lines: closed form of the same runs", fontsize=9)
     ax.legend(fontsize=7, loc="best")
     return figure
 
@@ -158,7 +244,9 @@ def phases_kernel_change_map(*, trajectories: xr.Dataset, x: str = "sigma_u0", y
     ww = d sigma_w^2, uw = sqrt(d) sigma_u sigma_w, its root mean square).
     """
     ds = trajectories.sortby([x, y])
-    change = phase_diagram.measure(ds)["kernel_change"].median("seed").transpose(y, x)
+    # At the horizon (long enough for these runs to converge), which the final ratio of the closed form describes.
+    kernel = ds["ntk_eta"]
+    change = np.abs(kernel.isel(time=-1) / kernel.isel(time=0) - 1.0).median("seed").transpose(y, x)
     width = float(ds["width"].values.flat[0])
     hyper = {
         name: ds[name].transpose(y, x).values

@@ -164,7 +164,13 @@ FIGURES: tuple[FigureEntry, ...] = (
         FigureEntry(
             name, "phases", {"phases": "one"}, ("x", "y"), "Phases", _phase_figure(name, {"phases": "one"}, ("x", "y"))
         )
-        for name in ("phases_diagram_scale", "phases_diagram_imbalance", "phases_diagram_rate", "phases_gd_step")
+        for name in (
+            "phases_diagram_scale",
+            "phases_diagram_imbalance",
+            "phases_diagram_rate",
+            "phases_diagram_oblique",
+            "phases_gd_step",
+        )
     ),
     FigureEntry(
         "phases_kernel_change_width",
@@ -173,6 +179,14 @@ FIGURES: tuple[FigureEntry, ...] = (
         (),
         "Phases",
         _phase_figure("phases_kernel_change_width", {"trajectories": "one", "phases": "one"}, ()),
+    ),
+    FigureEntry(
+        "phases_learning_time",
+        "phases",
+        {"trajectories": "one", "phases": "one"},
+        (),
+        "Phases",
+        _phase_figure("phases_learning_time", {"trajectories": "one", "phases": "one"}, ()),
     ),
     FigureEntry(
         "phases_kernel_change_map",
