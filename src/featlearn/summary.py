@@ -239,7 +239,8 @@ def _phase_line(ds: xr.Dataset) -> str:
     else:
         parts.append(f"predicted phases: {_counts(ds['phase_theory'])} (too few widths to classify)")
     if "gd_phase" in ds:
-        parts.append(f"gradient descent: {_counts(ds['gd_phase'])} cells")
+        gd = ds["gd_phase"]
+        parts.append(f"gradient descent over {_plural(gd.size, 'grid point')} ({_sweep(ds, gd.dims)}): {_counts(gd)}")
     cells = ds["phase_theory"]
     return f"{_name(ds)}, {_plural(cells.size, 'cell')} ({_sweep(ds, cells.dims)}): " + "; ".join(parts)
 
