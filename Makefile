@@ -34,9 +34,10 @@ archive: $(STAMP)
 	$(SNAKEMAKE) archive --forcerun archive --configfile $(CONFIG)
 	$(BIN)/featlearn verify results/featlearn-archive.tar.gz
 
-## The tiny version of every experiment (under 3 minutes).
+## The tiny version of every experiment (a few minutes), then its report: open results/report.html.
 smoke: $(STAMP)
 	$(SNAKEMAKE) --configfile config/smoke.yaml
+	$(SNAKEMAKE) --configfile config/smoke.yaml --report results/report.html
 
 ## The rule graph of the default pipeline, as Snakemake draws it: docs/rulegraph.dot and, with
 ## Graphviz's dot (Debian: graphviz), docs/rulegraph.svg. A fixed hash seed keeps the edge order
