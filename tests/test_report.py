@@ -254,6 +254,47 @@ def test_every_figure_shows_in_a_browser(report, browser):
         browser.wait_for(f"!{shown}")
 
 
+def render_front_page(text: str, config: dict) -> tuple[str, str]:
+    """``text`` rendered as Snakemake renders the report's front page: Jinja, then docutils; and the warnings."""
+    import io
+
+    import docutils.core
+    from jinja2 import Environment
+
+    class Snakemake:
+        pass
+
+    Snakemake.config = config
+    warnings = io.StringIO()
+    source = Environment(trim_blocks=True, lstrip_blocks=True).from_string(text).render(snakemake=Snakemake)
+    html = docutils.core.publish_parts(
+        source, writer="html", settings_overrides={"warning_stream": warnings, "report_level": 2}
+    )["html_body"]
+    return html, warnings.getvalue()
+
+
+def test_the_static_page_renders_without_a_summary():
+    # The report of a run that has no summary yet opens on the static page itself.
+    config = {"experiments": {"a<b": {"description": "x & y"}}}
+    html, warnings = render_front_page((ROOT / "workflow" / "report" / "workflow.rst").read_text(), config)
+    assert warnings == ""
+    visible = re.sub(r"<!--.*?-->", "", html, flags=re.DOTALL)
+    assert "About this report" in visible and "<details>" in visible and "featlearn-summary" not in visible
+    # The configuration as JSON inside <pre>, with what HTML would read escaped.
+    assert '"a\\u003cb"' in html and '"x \\u0026 y"' in html
+
+
+@pytest.mark.slow
+def test_the_summary_page_renders_without_warnings(smoke_run):
+    config = yaml.safe_load((smoke_run / "config" / "smoke.yaml").read_text())
+    page = (smoke_run / "results" / "summary.rst").read_text()
+    # The figure links resolve in the report, which appends their targets; here, any target will do.
+    targets = "".join(f"\n.. _{name}: #\n" for name in set(re.findall(r"`([^`]+\.png)`_", page)))
+    html, warnings = render_front_page(page + targets, config)
+    assert warnings == ""
+    assert "What this run found" in html
+
+
 @pytest.mark.parametrize(
     "caption", sorted(p.name for p in (ROOT / "workflow" / "report").glob("*.rst") if p.name != "workflow.rst")
 )
