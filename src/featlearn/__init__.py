@@ -26,7 +26,8 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-#: The public API, loaded on first use so that ``import featlearn`` stays light.
+#: The public API (``featlearn.api``, whose ``__all__`` this is), loaded on first use so that
+#: ``import featlearn`` stays light.
 _API = (
     "PhasePrediction",
     "figure",

@@ -33,25 +33,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from featlearn import figures, grid, io, mechanism_detection, phase_diagram, simulation, validation
+from featlearn import _API, figures, grid, io, mechanism_detection, phase_diagram, simulation, validation
 from featlearn.errors import ConfigError
-from featlearn.phase_diagram import PhasePrediction, predict_phase
+from featlearn.phase_diagram import PhasePrediction as PhasePrediction
+from featlearn.phase_diagram import predict_phase as predict_phase
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# predict_phase is phase_diagram's own function, re-exported with its docstring.
-__all__ = [
-    "PhasePrediction",
-    "figure",
-    "flag_names",
-    "mechanisms",
-    "phases",
-    "predict_phase",
-    "simulate",
-    "train",
-    "validate",
-]
+# The names featlearn exports (featlearn._API); predict_phase is phase_diagram's own function,
+# re-exported with its docstring.
+__all__ = list(_API)
 
 _MECHANISMS = validation.defaults("mechanisms")
 #: The settings fl.phases takes, with the schema's defaults.
