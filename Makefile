@@ -8,7 +8,7 @@ CONFIG ?= config/config.yaml
 # The workflow profile (workflow/profiles/default) is loaded by Snakemake itself.
 SNAKEMAKE := $(BIN)/snakemake --cores $(CORES)
 
-.PHONY: install reproduce report archive smoke lint test bench clean
+.PHONY: install reproduce report archive smoke rulegraph lint test bench clean
 
 # (Re)create the virtual environment when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -34,9 +34,18 @@ archive: $(STAMP)
 	$(SNAKEMAKE) archive --forcerun archive --configfile $(CONFIG)
 	$(BIN)/featlearn verify results/featlearn-archive.tar.gz
 
-## The tiny version of every experiment (under 3 minutes).
+## The tiny version of every experiment (a few minutes), then its report: open results/report.html.
 smoke: $(STAMP)
 	$(SNAKEMAKE) --configfile config/smoke.yaml
+	$(SNAKEMAKE) --configfile config/smoke.yaml --report results/report.html
+
+## The rule graph of the default pipeline, as Snakemake draws it: docs/rulegraph.dot and, with
+## Graphviz's dot (Debian: graphviz), docs/rulegraph.svg. A fixed hash seed keeps the edge order
+## stable between runs; tests/test_rulegraph.py checks that the committed graph is current.
+## Drawn left to right: top to bottom, the figure rules make one row too wide to read.
+rulegraph: $(STAMP)
+	PYTHONHASHSEED=0 $(SNAKEMAKE) --rulegraph --configfile config/config.yaml > docs/rulegraph.dot
+	dot -Grankdir=LR -Tsvg docs/rulegraph.dot -o docs/rulegraph.svg
 
 ## Lint and format checks of the Python sources and the workflow (no file is changed).
 lint: $(STAMP)

@@ -9,7 +9,8 @@ Network" (ICLR 2025) as a rebuildable pipeline, and as a Python API::
     fl.predict_phase(0.5, 0, 0, 0, 0)         # kernel
 
 The public functions (:mod:`featlearn.api`): ``simulate``, ``mechanisms``,
-``phases``, ``predict_phase``, ``train``, ``figure``, ``validate``. The
+``phases``, ``predict_phase``, ``train``, ``figure``, ``flag_names``,
+``validate``; ``docs/tutorial.md`` walks through them. The
 mathematics lives in :mod:`featlearn.theory` and :mod:`featlearn.solvers`;
 each pipeline stage has one module; :mod:`featlearn.io` does all file
 input/output and :mod:`featlearn.cli` is the command line the Snakemake
@@ -25,13 +26,25 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-#: The public API, loaded on first use so that ``import featlearn`` stays light.
-_API = ("PhasePrediction", "figure", "mechanisms", "phases", "predict_phase", "simulate", "train", "validate")
+#: The public API (``featlearn.api``, whose ``__all__`` this is), loaded on first use so that
+#: ``import featlearn`` stays light.
+_API = (
+    "PhasePrediction",
+    "figure",
+    "flag_names",
+    "mechanisms",
+    "phases",
+    "predict_phase",
+    "simulate",
+    "train",
+    "validate",
+)
 __all__ = ["__version__", *_API]
 
 if TYPE_CHECKING:
     from featlearn.api import PhasePrediction as PhasePrediction
     from featlearn.api import figure as figure
+    from featlearn.api import flag_names as flag_names
     from featlearn.api import mechanisms as mechanisms
     from featlearn.api import phases as phases
     from featlearn.api import predict_phase as predict_phase

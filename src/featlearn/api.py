@@ -12,28 +12,38 @@ and returns the objects of the project's data contract (``docs/data.md``):
 ``fl.predict_phase(...)``     the phase and exponents the width exponents predict
 ``fl.train(spec)``            the dataset of a nonlinear experiment
 ``fl.figure(name, ...)``      a figure of the figure table (matplotlib)
+``fl.flag_names(variable)``   the label names of a flag variable (``primary``, ``phase``)
 ``fl.validate(config)``       a whole configuration, resolved
 ============================  ===============================================
 
 Defaults are the configuration schema's (one home for every default): the
-signatures below show them. The command line calls the same stage functions
-(:mod:`featlearn.cli`); a tutorial is in ``docs/tutorial.md``.
+signatures below show them. Two levels call the same stage functions: these
+functions, for notebooks, validate raw specs and settings first; the command
+line (:mod:`featlearn.cli`), which the pipeline's jobs run, parses settings
+the workflow has already validated. No pipeline job imports this module, so
+editing it reruns nothing. A tutorial is in ``docs/tutorial.md``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import xarray as xr
 
-from featlearn import figures, grid, io, mechanism_detection, phase_diagram, simulation, validation
+from featlearn import _API, figures, grid, io, mechanism_detection, phase_diagram, simulation, validation
 from featlearn.errors import ConfigError
-from featlearn.phase_diagram import PhasePrediction, predict_phase
+from featlearn.phase_diagram import PhasePrediction as PhasePrediction
+from featlearn.phase_diagram import predict_phase as predict_phase
 
-# predict_phase is phase_diagram's own function, re-exported with its docstring.
-__all__ = ["PhasePrediction", "figure", "mechanisms", "phases", "predict_phase", "simulate", "train", "validate"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# The names featlearn exports (featlearn._API); predict_phase is phase_diagram's own function,
+# re-exported with its docstring.
+__all__ = list(_API)
 
 _MECHANISMS = validation.defaults("mechanisms")
 #: The settings fl.phases takes, with the schema's defaults.
@@ -44,11 +54,24 @@ Spec = Mapping[str, Any] | str | os.PathLike[str]
 
 
 def validate(config: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
-    """A whole configuration (a mapping or a YAML file), validated and with its defaults filled in.
+    """A whole configuration, validated and with its defaults filled in.
 
-    Raises :class:`featlearn.errors.ConfigError` listing every problem, each
-    naming its dotted field, exactly as ``featlearn validate`` and the
-    pipeline report them.
+    Parameters
+    ----------
+    config : mapping, str or path
+        A configuration as a mapping, or a YAML (or JSON) file.
+
+    Returns
+    -------
+    dict
+        The configuration as the pipeline resolves it: every default of the
+        schema filled in.
+
+    Raises
+    ------
+    featlearn.errors.ConfigError
+        Listing every problem, each naming its dotted field, exactly as
+        ``featlearn validate`` and the pipeline report them.
 
     Examples
     --------
@@ -97,10 +120,11 @@ def simulate(
     name : str, optional
         The experiment's name: which experiment of the file, or the name a
         mapping is stored under (default ``"experiment"``; it names the
-        dataset's ``experiment`` attribute).
+        dataset's ``experiment`` attribute and the fields of error messages).
     chunk, chunks : int, optional
         Simulate only chunk ``chunk`` of ``chunks`` interleaved shares of
-        the grid, as one pipeline job does.
+        the grid, as one pipeline job does. The runs do not depend on the
+        chunking: random draws are keyed by grid point and seed.
     progress : callable, optional
         Called with a line of progress text now and then (e.g. ``print``).
 
@@ -116,6 +140,8 @@ def simulate(
     featlearn.errors.ConfigError
         When ``spec`` breaks the schema or a rule, naming the field as the
         pipeline does (``experiments.NAME.parameters.width: ...``).
+    featlearn.errors.InputError
+        When ``chunk`` is not in ``0 .. chunks - 1``.
 
     Examples
     --------
@@ -123,6 +149,10 @@ def simulate(
     ...                   "parameters": {"parametrization": "mean_field", "width": [100, 1000]}})
     >>> ds["beta"].dims
     ('width', 'seed', 'time')
+    >>> bad = {"solver": "flow", "time": {"stop": 1.0, "num": 3}, "parameters": {"width": 0}}
+    >>> fl.simulate(bad)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    featlearn.errors.ConfigError: invalid configuration: experiments.experiment.parameters.width: 0 is less than ...
     """
     config, name = _experiment_config(spec, name, "experiments")
     resolved = validation.experiment_config(config, name)
@@ -160,12 +190,17 @@ def mechanisms(
         ``primary`` label, dims ``(*grid, seed)``; time-resolved versions
         (suffix ``_t``); width fits when the grid sweeps width.
 
+    Raises
+    ------
+    featlearn.errors.ConfigError
+        For a threshold the schema refuses (``mechanisms.eps_c: ...``).
+
     Examples
     --------
     >>> labels = fl.mechanisms(fl.simulate({"solver": "flow", "time": {"stop": 100.0, "num": 11},
     ...                                     "parameters": {"parametrization": "ntk", "width": 10000}}))
-    >>> str(labels["primary"].attrs["flag_meanings"].split()[int(labels["primary"][0])])
-    'kernel'
+    >>> fl.flag_names(labels["primary"]).values.tolist()
+    ['kernel', 'kernel', 'kernel', 'kernel']
     """
     settings = validation.validate_section("mechanisms", {"eps_c": eps_c, "eps_rho": eps_rho, "eps_K": eps_K})
     thresholds = mechanism_detection.Thresholds(settings["eps_c"], settings["eps_rho"], settings["eps_K"])
@@ -180,27 +215,34 @@ def phases(trajectories: xr.Dataset, **fit_settings: Any) -> xr.Dataset:
     Parameters
     ----------
     trajectories : xarray.Dataset
-        A ``trajectories.nc`` dataset whose grid has a ``width`` dim.
+        A ``trajectories.nc`` dataset; slopes are fitted when its grid has a
+        ``width`` dim with at least ``min_widths`` values.
     **fit_settings
-        Any key of the configuration's ``phases.fit`` section, and
-        ``gd_rise``; the schema's defaults otherwise (see
-        ``docs/phases.md``). Unknown keys and bad values raise
-        :class:`featlearn.errors.ConfigError`.
+        Any key of the configuration's ``phases.fit`` section (``tolerance``,
+        ``resolution``, ``bootstrap``, ``min_widths``, ...) and ``gd_rise``;
+        the schema's defaults otherwise (``docs/phases.md``). Unknown keys
+        and bad values raise :class:`featlearn.errors.ConfigError`.
 
     Returns
     -------
     xarray.Dataset
         The ``phases.nc`` dataset: per cell (grid dims without ``width``)
-        the predicted ``phase_theory``, the measured ``phase``, the fitted
-        exponents with their errors, and the ``agreement`` attribute.
+        the predicted ``phase_theory`` and exponents, the measured
+        ``phase``, the fitted exponents with their errors, ``agrees``, and
+        the attributes ``agreement`` and ``cells``; for gradient descent
+        the converging / catapult / divergent labels.
 
     Examples
     --------
-    >>> sweep = fl.simulate({"solver": "flow", "seeds": 4, "time": {"stop": 50.0, "num": 30, "spacing": "log",
-    ...                      "start": 1.0e-3}, "parameters": {"parametrization": ["ntk", "mean_field"],
-    ...                      "width": [256, 4096, 65536, 1048576]}})
-    >>> fl.phases(sweep, bootstrap=20)["phase"].attrs["flag_meanings"].split()[0]
-    'unstable-init'
+    >>> sweep = fl.simulate({"solver": "flow", "seeds": 6,
+    ...                      "time": {"stop": 50.0, "num": 30, "spacing": "log", "start": 1.0e-3},
+    ...                      "parameters": {"parametrization": ["ntk", "small_init"],
+    ...                                     "width": [100, 1000, 10000, 100000, 1000000]}})
+    >>> classified = fl.phases(sweep)
+    >>> fl.flag_names(classified["phase"]).values.tolist(), fl.flag_names(classified["phase_criterion"]).values.tolist()
+    (['boundary', 'feature-learning'], ['e0', 'eM'])
+    >>> classified.attrs["agreement"], classified.attrs["decided_cells"]  # NTK sits on e0 = 0: left undecided
+    (1.0, 1)
     """
     gd_rise = fit_settings.pop("gd_rise", _PHASE_GD_RISE)
     section = validation.validate_section("phases", {"fit": {**_PHASE_FIT, **fit_settings}, "gd_rise": gd_rise})
@@ -227,7 +269,8 @@ def train(
     name : str, optional
         Which experiment of the file, or the name a mapping is stored under.
     cifar10_path : str or path, optional
-        Folder with CIFAR-10's python batches, for CIFAR-10 experiments.
+        Folder with CIFAR-10's python batches, for CIFAR-10 experiments
+        (default: the file's ``nonlinear.cifar10_path``).
     progress : callable, optional
         Called with a line of progress text now and then (e.g. ``print``).
 
@@ -251,7 +294,11 @@ def train(
 
     config, name = _experiment_config(spec, name, "nonlinear")
     experiment = config["nonlinear"]["experiments"][name]
-    folder = None if cifar10_path is None else os.fspath(cifar10_path)
+    # As the pipeline's train rule: the CIFAR-10 folder belongs to CIFAR-10 experiments only.
+    folder = None
+    if experiment["dataset"]["name"] == "cifar10":
+        given = config["nonlinear"]["cifar10_path"] if cifar10_path is None else cifar10_path
+        folder = None if given is None else os.fspath(given)
     ds = run_experiment(experiment, cifar10_path=folder, progress=progress)
     provenance = {"experiment": experiment, "cifar10_path": folder}
     ds.attrs.update(io.provenance_attrs(f"featlearn nonlinear: {name}", "torch-gd", provenance))
@@ -259,7 +306,7 @@ def train(
     return contract.annotate(ds, "nonlinear")
 
 
-def figure(name: str, /, **arguments: Any) -> Any:
+def figure(name: str, /, **arguments: Any) -> Figure:
     """Draw figure ``name`` of the figure table (``featlearn.figures.table``) as a matplotlib figure.
 
     Parameters
@@ -274,6 +321,12 @@ def figure(name: str, /, **arguments: Any) -> Any:
     Returns
     -------
     matplotlib.figure.Figure
+        The figure, not shown and not saved (``.savefig(path)`` writes it).
+
+    Raises
+    ------
+    featlearn.errors.InputError
+        For an unknown figure, a missing dataset or an unknown option, naming it.
 
     Examples
     --------
@@ -287,3 +340,40 @@ def figure(name: str, /, **arguments: Any) -> Any:
     datasets = {key: value for key, value in arguments.items() if key in reads}
     options = {key: value for key, value in arguments.items() if key not in reads}
     return figures.draw(name, datasets, options)
+
+
+def flag_names(variable: xr.DataArray) -> xr.DataArray:
+    """The label names of a CF flag variable: ``primary``, ``phase``, ``phase_theory``, ``gd_phase``, ...
+
+    Parameters
+    ----------
+    variable : xarray.DataArray
+        A variable with the ``flag_values`` and ``flag_meanings`` attributes
+        (every label of the data contract has them).
+
+    Returns
+    -------
+    xarray.DataArray
+        The name of each value (strings), with the variable's dims and coordinates.
+
+    Raises
+    ------
+    ValueError
+        When ``variable`` is not a flag variable, or holds a value it has no name for.
+
+    Examples
+    --------
+    >>> phases = fl.phases(fl.simulate({"solver": "flow", "time": {"stop": 1.0, "num": 3},
+    ...                                 "parameters": {"width": 100, "kappa": {"exponent": [0.5, 1.0]}}}))
+    >>> fl.flag_names(phases["phase_theory"]).to_series().to_dict()
+    {0.5: 'kernel', 1.0: 'frozen'}
+    """
+    if "flag_values" not in variable.attrs or "flag_meanings" not in variable.attrs:
+        raise ValueError(f"{variable.name!r} is not a flag variable (no flag_values and flag_meanings)")
+    lookup = dict(zip(np.atleast_1d(variable.attrs["flag_values"]).tolist(), variable.attrs["flag_meanings"].split()))
+    codes = np.asarray(variable.values)
+    unknown = sorted(set(np.unique(codes).tolist()) - set(lookup))
+    if unknown:
+        raise ValueError(f"{variable.name!r} holds values without a name: {unknown} (flag_values {list(lookup)})")
+    names = np.vectorize(lookup.__getitem__, otypes=[object])(codes) if codes.size else codes.astype(object)
+    return xr.DataArray(names.astype(str), dims=variable.dims, coords=variable.coords, name=variable.name)

@@ -245,6 +245,19 @@ def _figure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(args: argparse.Namespace) -> int:
+    from featlearn import io, summary
+
+    settings = typed(summary.Settings, _settings(args.settings))
+    figures = [typed(summary.Figure, figure, "--settings: figures") for figure in settings.figures]
+    (template,) = _inputs([args.template])
+    # Lazy: only the labels and attributes are read, not the time-resolved variables.
+    page = summary.front_page(Path(template).read_text(), [_read(path, lazy=True) for path in args.inputs], figures)
+    with io.atomic_path(args.output) as path:
+        path.write_text(page)
+    return 0
+
+
 def _archive(args: argparse.Namespace) -> int:
     from featlearn import archive
 
@@ -367,6 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("name", help="figure name (an entry of featlearn.figures.table)")
     sub.add_argument("inputs", nargs="+", help="netCDF inputs (each records its kind)")
+
+    sub = command(
+        "summary",
+        _summary,
+        "write the report's front page: what the run found, from its outputs (featlearn.summary)",
+        output="reStructuredText file to write",
+        settings="{figures: [{stem, figure, experiments}, ...]: the figures of the run}",
+    )
+    sub.add_argument("template", help="the report's static page, with the line the summary replaces")
+    sub.add_argument("inputs", nargs="*", help="mechanisms, phases and nonlinear netCDF files of the run")
 
     sub = command(
         "archive",

@@ -1,6 +1,7 @@
 # Shared by all rule files. The validated configuration, where each stage writes, how jobs
 # call featlearn, and the final targets (get_final_output, as in snakemake-workflows).
 
+import os
 import re
 import shlex
 import sys
@@ -82,11 +83,16 @@ FIGURE_JOBS = figure_table.figure_jobs(CONFIG, AVAILABLE)
 EXPERIMENT_PATTERN = "|".join(map(re.escape, [*EXPERIMENTS, *NONLINEAR_EXPERIMENTS])) or "^$"
 
 
+# The report's front page: what the run found (rules/summary.smk).
+SUMMARY = "results/summary.rst"
+
+
 def get_final_output():
-    """Every final output of the run: datasets of every stage and every figure."""
+    """Every final output of the run: datasets of every stage, every figure and the summary."""
     targets = [f"results/{name}/config.yaml" for name in EXPERIMENTS]
     targets += [output_of(kind, name) for name in EXPERIMENTS for kind in ("trajectories", "mechanisms")]
     targets += [output_of("phases", name) for name in PHASE_EXPERIMENTS]
     targets += [output_of("nonlinear", name) for name in NONLINEAR_EXPERIMENTS]
     targets += [f"results/figures/{job.stem}.{suffix}" for job in FIGURE_JOBS for suffix in ("png", "pdf")]
+    targets.append(SUMMARY)
     return targets
