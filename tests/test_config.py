@@ -521,4 +521,3 @@ def test_unreadable_file_is_an_input_error(tmp_path, kind):
         path.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(InputError, match=f"cannot read the configuration {re.escape(str(path))}"):
         validation.load(str(path))
-
