@@ -106,6 +106,7 @@ def test_a_killed_run_is_completed_by_the_same_command(smoke_run, tmp_path):
     stale = []
     for index, stage in enumerate(("simulate", "train", "figure")):
         stale = run_killed_during(root, stage, tmp_path / f"killed-{index}.log")
+    assert stale, "the figure was killed before it began writing"
     resumed = subprocess.run(COMMAND, cwd=root, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "removed its stale locks" in resumed.stderr
@@ -122,5 +123,5 @@ def test_a_killed_run_is_completed_by_the_same_command(smoke_run, tmp_path):
         )
     for figure in ("mechanism_map_rho_target.png", "nonlinear_ntk_width.png"):
         assert (results / "figures" / figure).read_bytes() == (reference / "figures" / figure).read_bytes(), figure
-    # A figure write killed half-way leaves its temporary; rewriting that figure removes it.
+    # The figure write killed half-way left its temporary; rewriting that figure removed it.
     assert not temporaries(root), f"left behind: {temporaries(root)} (stale at the last kill: {stale})"
