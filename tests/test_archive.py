@@ -19,6 +19,7 @@ import pytest
 import xarray as xr
 
 from featlearn import archive, io
+from featlearn.errors import InputError
 
 SMOKE_CONFIG = "config/smoke.yaml"
 
@@ -222,6 +223,87 @@ def test_archive_of_a_missing_folder_is_a_one_line_error(tmp_path):
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
+# --- restore (issue 11, item 3) ------------------------------------------------------------------
+
+
+def test_restore_verifies_then_unpacks_with_modification_times(packed, tmp_path):
+    clone = tmp_path / "clone"
+    target, files = archive.restore_archive(packed, clone)
+    assert target == clone / "results" and files == 6
+    restored = {path.relative_to(target).as_posix(): path.read_bytes() for path in target.rglob("*") if path.is_file()}
+    assert restored == {name.removeprefix("results/"): content for name, content in members(packed).items()}
+    original = packed.parent / "exp" / "trajectories.nc"
+    assert (target / "exp" / "trajectories.nc").stat().st_mtime == original.stat().st_mtime
+    assert sorted(path.name for path in clone.iterdir()) == ["results"], "the staging folder is left behind"
+
+
+def with_member(source: Path, target: Path, info: tarfile.TarInfo, content: bytes = b"") -> Path:
+    """A copy of an archive with one more member (a link, a path out of the folder)."""
+    with tarfile.open(source) as original, tarfile.open(target, "w:gz") as tar:
+        for member in original:
+            tar.addfile(member, original.extractfile(member) if member.isfile() else None)
+        tar.addfile(info, _io.BytesIO(content) if info.isfile() else None)
+    return target
+
+
+def symlink(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info
+
+
+def regular(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda packed, path: repack(packed, path, flip_byte), "checksum mismatch: exp/trajectories.nc"),
+        (lambda packed, path: with_member(packed, path, symlink("results/passwd", "/etc/passwd")), "not a regular"),
+        (lambda packed, path: with_member(packed, path, regular("results/../../evil", 1), b"x"), "unsafe path"),
+        (lambda packed, path: with_member(packed, path, regular("/tmp/evil", 1), b"x"), "unsafe path"),
+    ],
+    ids=["flipped-byte", "symlink-out", "dot-dot", "absolute"],
+)
+def test_restore_refuses_an_archive_that_fails_verification_and_writes_nothing(packed, tmp_path, make, message):
+    changed = make(packed, tmp_path / "changed.tar.gz")
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    with pytest.raises(InputError, match="not restored, the archive fails verification") as caught:
+        archive.restore_archive(changed, clone)
+    assert message in str(caught.value)
+    assert list(clone.iterdir()) == []
+    assert not (tmp_path / "evil").exists() and not Path("/tmp/evil").exists()
+
+
+def test_restore_never_mixes_results_without_force(packed, tmp_path):
+    clone = tmp_path / "clone"
+    (clone / "results").mkdir(parents=True)
+    (clone / "results" / "other.nc").write_bytes(b"another run")
+    with pytest.raises(InputError, match=r"is not empty.*--force"):
+        archive.restore_archive(packed, clone)
+    assert [path.name for path in (clone / "results").iterdir()] == ["other.nc"]
+    target, _ = archive.restore_archive(packed, clone, force=True)
+    assert not (target / "other.nc").exists(), "--force replaces the folder, it does not mix"
+    assert (target / "exp" / "trajectories.nc").is_file()
+    assert sorted(path.name for path in clone.iterdir()) == ["results"]
+
+
+def test_restore_command(packed, tmp_path):
+    command = [sys.executable, "-m", "featlearn", "restore"]
+    changed = repack(packed, tmp_path / "changed.tar.gz", flip_byte)
+    refused = subprocess.run([*command, str(changed), "clone"], cwd=tmp_path, capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert len(refused.stderr.strip().splitlines()) == 1 and "checksum mismatch" in refused.stderr
+    assert not (tmp_path / "clone" / "results").exists()
+    restored = subprocess.run([*command, str(packed), "clone"], cwd=tmp_path, capture_output=True, text=True)
+    assert restored.returncode == 0, restored.stderr
+    assert "6 files verified against MANIFEST.sha256 and restored into clone/results" in restored.stdout
+
+
 @pytest.mark.slow
 def test_archive_rule_packs_the_run_and_a_restore_is_up_to_date(smoke_run, tmp_path):
     from conftest import copy_workflow
@@ -252,8 +334,10 @@ def test_archive_rule_packs_the_run_and_a_restore_is_up_to_date(smoke_run, tmp_p
 
     time.sleep(1)  # a fresh clone's files are newer than the archived outputs
     clone = copy_workflow(tmp_path / "clone")
-    with tarfile.open(packed) as tar:
-        tar.extractall(clone, filter="data")
+    restore = subprocess.run(
+        [sys.executable, "-m", "featlearn", "restore", str(packed)], cwd=clone, capture_output=True, text=True
+    )
+    assert restore.returncode == 0, restore.stderr
     plan = subprocess.run(
         [*snakemake, "-n", "--configfile", SMOKE_CONFIG], cwd=clone, capture_output=True, text=True, timeout=180
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from featlearn import grid, io, validation
-from featlearn.errors import ConfigError
+from featlearn.errors import ConfigError, InputError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -153,6 +154,205 @@ MALFORMED = {
 }
 
 
+def swept() -> dict[str, Any]:
+    """A valid configuration with swept experiments, a figure of each kind and a nonlinear experiment."""
+    flow = {"solver": "flow", "seeds": 2, "time": {"stop": 1.0, "num": 5}}
+    steps = {"solver": "gd", "dt": 0.1, "seeds": 2, "time": {"stop": 1.0, "num": 5}}
+    net = {
+        "width": [16],
+        "activation": ["relu"],
+        "parametrization": ["ntk"],
+        "init_scale": [1.0],
+        "steps": 2,
+        "lr": 0.1,
+    }
+    teacher = {"input_dim": 1, "task": "regression", "target_scale": 1.0, "n_train": 8, "n_test": 8}
+    panel = {"experiment": "grid", "select": {"parametrization": "ntk", "width": 10, "rho": 0.0}}
+    scaled = {"width": [10, 100], "kappa": {"exponent": [0.5, 1.0]}, "eta_u": {"prefactor": [0.5, 1.0]}}
+    parametrizations = {"parametrization": ["ntk", "mean_field"]}
+    return {
+        "experiments": {
+            "grid": {**flow, "parameters": {**parametrizations, "width": [10, 100, 1000], "rho": [0.0, 0.5]}},
+            "pair": {**flow, "parameters": {**parametrizations, "width": [10, 100]}},
+            "steps": {**steps, "parameters": scaled},
+        },
+        "figures": {"solver_comparison": {"experiments": ["pair"]}},
+        "mechanisms": {
+            "maps": {"m": {"experiment": "grid", "x": "rho", "y": "width", "select": {"parametrization": "ntk"}}},
+            "trajectories": {"panels": {"kernel": panel}},
+            "width_scaling": {"experiment": "grid", "select": {"rho": 0.5}},
+        },
+        "phases": {
+            "experiments": ["steps"],
+            "fit": {"min_widths": 2},
+            "figures": {"phases_gd_step": {"experiment": "steps", "x": "eta_u0", "y": "a"}},
+        },
+        "nonlinear": {
+            "experiments": {"net": {"dataset": {"name": "teacher", **teacher}, **net}},
+            "figures": {"zeta": ["net"]},
+        },
+    }
+
+
+def swept_with(change) -> dict[str, Any]:
+    """``swept()`` after ``change(config)``."""
+    config = swept()
+    change(config)
+    return config
+
+
+def renamed_nonlinear(name: str) -> dict[str, Any]:
+    config = swept()
+    config["nonlinear"]["experiments"] = {name: config["nonlinear"]["experiments"]["net"]}
+    config["nonlinear"]["figures"] = {"zeta": [name]}
+    return config
+
+
+def expression_experiment(**parameters: Any) -> dict[str, Any]:
+    return modified(experiments__x__parameters={"width": [10, 100], **parameters})
+
+
+# The holes a hostile test found (issue 11): every one refused by validation, naming the field.
+MALFORMED |= {
+    # 1. names that are paths
+    "nonlinear_name_escapes": (
+        renamed_nonlinear("../../../escaped"),
+        "nonlinear.experiments",
+        ["'../../../escaped'", "not a valid name"],
+    ),
+    "nonlinear_name_with_slash": (renamed_nonlinear("a/b"), "nonlinear.experiments", ["'a/b'"]),
+    "nonlinear_name_regex": (renamed_nonlinear("x|.*"), "nonlinear.experiments", ["'x|.*'"]),
+    "map_name_is_a_path": (
+        swept_with(lambda c: c["mechanisms"]["maps"].update({"../m": c["mechanisms"]["maps"]["m"]})),
+        "mechanisms.maps",
+        ["'../m'"],
+    ),
+    "name_too_long": ({"experiments": {"x" * 65: minimal()["experiments"]["x"]}}, "experiments", ["64 characters"]),
+    "reserved_experiment_name": (
+        {"experiments": {"nonlinear": minimal()["experiments"]["x"]}},
+        "experiments.nonlinear",
+        ["reserved"],
+    ),
+    # 4. settings that name grid dims or values
+    "map_select_value_not_on_grid": (
+        swept_with(lambda c: c["mechanisms"]["maps"]["m"]["select"].update(parametrization="muP")),
+        "mechanisms.maps.m.select.parametrization",
+        ["'muP'", "ntk", "mean_field"],
+    ),
+    "map_select_key_not_a_dim": (
+        swept_with(lambda c: c["mechanisms"]["maps"]["m"]["select"].update(beta_star=1.0)),
+        "mechanisms.maps.m.select.beta_star",
+        ["not a grid dimension", "parametrization, width, rho"],
+    ),
+    "map_axis_not_swept": (
+        swept_with(lambda c: c["mechanisms"]["maps"]["m"].update(x="sigma_u")),
+        "mechanisms.maps.m.x",
+        ["'sigma_u'", "parametrization, width, rho"],
+    ),
+    "map_dim_left_unfixed": (
+        swept_with(lambda c: c["mechanisms"]["maps"]["m"].update(select={})),
+        "mechanisms.maps.m.select",
+        ["parametrization = ['ntk', 'mean_field']"],
+    ),
+    "panel_select_value_not_on_grid": (
+        swept_with(lambda c: c["mechanisms"]["trajectories"]["panels"]["kernel"]["select"].update(width=20)),
+        "mechanisms.trajectories.panels.kernel.select.width",
+        ["20", "[10, 100, 1000]"],
+    ),
+    "width_scaling_with_two_widths": (
+        swept_with(lambda c: c["experiments"]["grid"]["parameters"].update(width=[10, 100])),
+        "mechanisms.width_scaling.experiment",
+        ["2 width(s)", "at least 3"],
+    ),
+    "width_scaling_two_series": (
+        swept_with(lambda c: c["mechanisms"]["width_scaling"].update(select={})),
+        "mechanisms.width_scaling.select",
+        ["rho = [0.0, 0.5]"],
+    ),
+    "comparison_seed_beyond_seeds": (
+        swept_with(lambda c: c["figures"]["solver_comparison"].update(seed=2)),
+        "figures.solver_comparison.seed",
+        ["seeds 0..1"],
+    ),
+    "phase_figure_axis_not_swept": (
+        swept_with(lambda c: c["phases"]["figures"]["phases_gd_step"].update(x="c_u")),
+        "phases.figures.phases_gd_step.x",
+        ["'c_u'", "a, eta_u0"],
+    ),
+    "phase_figure_default_axis_not_swept": (
+        swept_with(lambda c: c["phases"]["figures"].update(phases_kernel_change_map={"experiment": "grid"})),
+        "phases.figures.phases_kernel_change_map.x",
+        ["'sigma_u0'", "allowed: parametrization, width, rho"],
+    ),
+    "phase_gd_figure_of_flow": (
+        swept_with(
+            lambda c: c["phases"].update(
+                experiments=["grid"],
+                figures={"phases_gd_step": {"experiment": "grid", "x": "rho", "y": "parametrization"}},
+            )
+        ),
+        "phases.figures.phases_gd_step.experiment",
+        ["solver flow", "needs gd"],
+    ),
+    # 8. values that exist nowhere but in a job
+    "expression_divides_by_zero": (
+        expression_experiment(kappa={"exponent": [0.25, 0.5]}, eta_w={"exponent": "1 / (a - 0.5)"}),
+        "experiments.x.parameters.eta_w",
+        ["a = 0.5", "'1 / (a - 0.5)'", "division by zero"],
+    ),
+    "expression_gives_negative_learning_rate": (
+        expression_experiment(kappa={"exponent": [0.25, 0.5]}, eta_u={"prefactor": "a - 0.3"}),
+        "experiments.x.parameters.eta_u",
+        ["-0.05", "a = 0.25", ">= 0"],
+    ),
+    "expression_overflows": (
+        expression_experiment(kappa={"exponent": [-0.5]}, eta_u={"exponent": "-1000.0"}),
+        "experiments.x.parameters.eta_u",
+        ["overflows"],
+    ),
+    "vector_init_too_wide": (
+        modified(experiments__x__init="vectors", experiments__x__parameters__width=2**40),
+        "experiments.x.parameters.width",
+        ["init: vectors", "init: gram"],
+    ),
+    # 10. numbers that are not numbers
+    "nan_in_bounded_value": (
+        modified(experiments__x__parameters__rho=float("nan")),
+        "experiments.x.parameters.rho",
+        ["nan is not a finite number"],
+    ),
+    "inf_step": (modified(experiments__x__dt=float("inf")), "experiments.x.dt", ["inf is not a finite number"]),
+    "nan_in_sweep": (
+        modified(experiments__x__parameters__beta_star=[1.0, float("nan")]),
+        "experiments.x.parameters.beta_star.1",
+        ["not a finite number"],
+    ),
+    "nan_in_nonlinear": (
+        swept_with(lambda c: c["nonlinear"]["experiments"]["net"].update(lr=float("-inf"))),
+        "nonlinear.experiments.net.lr",
+        ["-inf is not a finite number"],
+    ),
+    # 11. messages that name what is allowed
+    "unknown_image_data_set": (
+        swept_with(lambda c: c["nonlinear"]["experiments"]["net"].update(dataset={"name": "imagenet", "n_train": 8,
+                                                                                  "n_test": 8})),
+        "nonlinear.experiments.net.dataset.name",
+        ["'imagenet'", "teacher, mnist, digits, cifar10"],
+    ),
+    "image_data_set_missing_key": (
+        swept_with(lambda c: c["nonlinear"]["experiments"]["net"].update(dataset={"name": "mnist", "n_train": 8})),
+        "nonlinear.experiments.net.dataset.n_test",
+        ["required"],
+    ),
+}  # fmt: skip
+
+
+def test_hostile_base_configuration_is_valid():
+    """The corpus above breaks one thing each of a valid configuration."""
+    resolved = validation.validate(swept())
+    assert resolved["nonlinear"]["experiments"]["net"]
+
+
 @pytest.mark.parametrize("case", MALFORMED)
 def test_malformed_config_is_rejected_naming_the_field(case):
     config, field, words = MALFORMED[case]
@@ -272,3 +472,52 @@ def test_non_mapping_file_is_rejected(tmp_path):
 def test_unknown_experiment_is_named():
     with pytest.raises(ConfigError, match=r"experiments\.nope: no such experiment \(known: x\)"):
         validation.experiment_config(validation.validate(minimal()), "nope")
+
+
+EXPERIMENT_X = "  x:\n    solver: flow\n    time: {stop: 1.0, num: 3}\n    parameters: {width: 10}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "experiments:\n" + EXPERIMENT_X + EXPERIMENT_X.replace("10", "20"),
+            "experiments.x: given twice in {path} (lines 2 and 6)",
+        ),
+        (
+            "experiments:\n  x:\n    solver: flow\n    solver: gd\n    time: {stop: 1.0, num: 3}\n"
+            "    parameters: {width: 10}\n",
+            "experiments.x.solver: given twice in {path} (lines 3 and 4)",
+        ),
+        ("experiments:\n  x: {solver: flow\n", "(top level): {path} line 3 column 1 is not valid YAML"),
+        ("experiments:\n" + EXPERIMENT_X.replace("width: 10", "width: 10, rho: .nan"), "parameters.rho: nan is not"),
+    ],
+    ids=["duplicate-experiment", "duplicate-setting", "yaml-syntax", "nan"],
+)
+def test_bad_file_is_refused_naming_the_line(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        validation.load(str(path))
+    assert message.format(path=path) in str(caught.value)
+
+
+def test_merge_keys_are_not_duplicates(tmp_path):
+    """YAML's `<<: *anchor` exists to override keys: only keys written twice in one mapping are refused."""
+    path = tmp_path / "anchors.yaml"
+    path.write_text(
+        "experiments:\n  x: &base\n    solver: flow\n    time: {stop: 1.0, num: 3}\n    parameters: {width: 10}\n"
+        "  y:\n    <<: *base\n    seeds: 2\n    solver: gd\n    dt: 0.1\n"
+    )
+    resolved = validation.load(str(path))
+    assert resolved["experiments"]["y"]["solver"] == "gd"
+    assert resolved["experiments"]["y"]["parameters"] == {"width": 10}
+
+
+@pytest.mark.parametrize("kind", ["folder", "missing", "binary"])
+def test_unreadable_file_is_an_input_error(tmp_path, kind):
+    path = {"folder": tmp_path, "missing": tmp_path / "nope.yaml", "binary": tmp_path / "binary.yaml"}[kind]
+    if kind == "binary":
+        path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(InputError, match=f"cannot read the configuration {re.escape(str(path))}"):
+        validation.load(str(path))

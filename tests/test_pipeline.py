@@ -186,6 +186,49 @@ def test_killed_simulation_leaves_no_output_and_reruns_identically(tmp_path, run
     xr.testing.assert_identical(without_created(result), without_created(io.read_netcdf(tmp_path / "fresh.nc")))
 
 
+def test_write_removes_stale_temporaries_of_its_target(tmp_path):
+    """A killed writer leaves its hidden temporary: the next write of that target removes it (issue 11, item 12)."""
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    stale = [figures / ".map.png.k2x9_abc.tmp", figures / ".map.png.zz.tmp"]
+    others = [figures / ".map.pdf.k2x9_abc.tmp", figures / ".map.png.x.png.k2x9_abc.tmp", figures / "map.png.tmp"]
+    for path in stale + others:
+        path.write_bytes(b"half a figure")
+    with io.atomic_path(figures / "map.png") as tmp:
+        tmp.write_bytes(b"a figure")
+    assert (figures / "map.png").read_bytes() == b"a figure"
+    assert sorted(figures.iterdir()) == sorted([figures / "map.png", *others])
+
+
+#: A process that takes the run lock, says whether it got it, and holds it until its input ends.
+HOLD_LOCK = (
+    "import sys; from featlearn import io; lock = io.hold_lock(sys.argv[1]); "
+    "print(lock is not None, flush=True); sys.stdin.read()"
+)
+
+
+def test_run_lock_is_held_while_its_holder_lives_and_freed_when_it_is_killed(tmp_path):
+    """The lock the workflow takes to tell a live run from a dead one (issue 11, item 2)."""
+    path = tmp_path / ".snakemake" / "featlearn-run.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        assert io.hold_lock(path) is None
+        assert f"pid {holder.pid} on " in io.lock_holder(path)
+        holder.kill()
+        holder.wait(timeout=30)
+        lock = io.hold_lock(path)
+        assert lock is not None, "a killed holder keeps no lock"
+        assert f"pid {os.getpid()} on " in io.lock_holder(path)
+        lock.close()
+    finally:
+        holder.kill()
+        holder.stdin.close()
+        holder.stdout.close()
+
+
 # ---------------------------------------------------------------------------
 # the command line
 
@@ -226,6 +269,26 @@ def test_cli_validate_bad_file_exits_2_naming_the_field(run_featlearn, tmp_path)
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("write", "words"),
+    [
+        (lambda path: path.write_text("experiments:\n  x: [1\n"), ["line 3 column 1", "not valid YAML"]),
+        (lambda path: path.mkdir(), ["cannot read the configuration", "Is a directory"]),
+        (lambda path: None, ["cannot read the configuration", "No such file"]),
+        (lambda path: path.write_text(BAD_CONFIG + "    solver: flow\n"), ["experiments.x.solver: given twice"]),
+    ],
+    ids=["yaml-syntax", "folder", "missing", "duplicate-key"],
+)
+def test_cli_validate_unusable_file_is_one_line_exit_2(run_featlearn, tmp_path, write, words):
+    write(tmp_path / "config.yaml")
+    result = run_featlearn("validate", "config.yaml")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr
+
+
 def test_cli_validate_writes_the_resolved_experiment(run_featlearn, tmp_path):
     name = SMOKE_BY_SOLVER["gd"]
     result = run_featlearn(
@@ -245,6 +308,78 @@ def test_workflow_rejects_a_bad_config_before_any_job(workflow_copy, run_snakema
     assert result.returncode != 0
     assert "experiments.x.parameters.rho:" in result.stdout + result.stderr
     assert not (workflow_copy / "results").exists()
+
+
+TINY_CONFIG = """\
+experiments:
+  tiny:
+    solver: flow
+    seeds: 2
+    chunks: 1
+    time: {stop: 1.0, num: 5}
+    parameters: {width: [10, 100], rho: 0.5}
+"""
+
+#: Configurations the workflow must refuse at DAG build with one message and no stack frames.
+WORKFLOW_REFUSALS = {
+    "duplicate-key": (TINY_CONFIG + "  tiny:\n    solver: gd\n", "experiments.tiny: given twice"),
+    "nan": (TINY_CONFIG.replace("rho: 0.5", "rho: .nan"), "experiments.tiny.parameters.rho: nan is not a finite"),
+    "path-name": (
+        TINY_CONFIG + "nonlinear:\n  experiments:\n    ../../escaped: {}\n",
+        "nonlinear.experiments: '../../escaped' is not a valid name",
+    ),
+    "select-off-grid": (
+        TINY_CONFIG + "mechanisms:\n  maps:\n    m: {experiment: tiny, x: width, y: rho}\n",
+        "mechanisms.maps.m.y: 'rho' is not a grid dimension of tiny",
+    ),
+    "expression": (
+        TINY_CONFIG.replace("rho: 0.5", "kappa: {exponent: [0.0, 0.5]}, eta_w: {exponent: '1 / (a - 0.5)'}"),
+        "experiments.tiny.parameters.eta_w: no value at",
+    ),
+    # Snakemake parses --configfile itself, before the workflow: its own message, also without frames.
+    "yaml-syntax": (TINY_CONFIG + "  broken: [\n", "Config file is not valid JSON or YAML"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", WORKFLOW_REFUSALS)
+def test_workflow_refuses_bad_configs_in_one_message(workflow_copy, run_snakemake, case):
+    text, message = WORKFLOW_REFUSALS[case]
+    (workflow_copy / "bad.yaml").write_text(text)
+    result = run_snakemake(workflow_copy, "--configfile", "bad.yaml", "--cores", "1", timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert message in output
+    assert "Traceback" not in output and 'File "' not in output, output
+    assert not (workflow_copy / "results").exists() and not (workflow_copy / "logs").exists()
+
+
+@pytest.mark.slow
+def test_workflow_removes_the_locks_of_a_dead_run_but_not_of_a_live_one(workflow_copy, run_snakemake):
+    """After kill -9 the same command resumes; while a run lives a second one is refused (issue 11, item 2)."""
+    (workflow_copy / "tiny.yaml").write_text(TINY_CONFIG)
+    locks = workflow_copy / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    # What a killed run leaves: Snakemake's locks on its outputs (and no live holder of the run lock).
+    (locks / "0.output.lock").write_text("results/tiny/trajectories.nc\nresults/tiny/mechanisms.nc\n")
+    (locks / "0.input.lock").write_text("results/tiny/trajectories.nc\n")
+    command = ("--configfile", "tiny.yaml", "--cores", "1")
+
+    live = io.hold_lock(workflow_copy / ".snakemake" / "featlearn-run.lock")
+    try:
+        refused = run_snakemake(workflow_copy, *command, timeout=120)
+    finally:
+        live.close()
+    assert refused.returncode == 1
+    assert "another Snakemake run is active in this folder (pid" in refused.stderr
+    assert "LockException" in refused.stdout + refused.stderr
+    assert (locks / "0.output.lock").exists(), "the locks of a live run were removed"
+
+    resumed = run_snakemake(workflow_copy, *command, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "removed its stale locks" in resumed.stderr
+    assert (workflow_copy / "results" / "tiny" / "mechanisms.nc").is_file()
+    assert not list(locks.glob("*.lock")), "the run left locks behind"
 
 
 def check_trajectories(ds: xr.Dataset, experiment: grid.Experiment) -> None:

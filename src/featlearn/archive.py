@@ -323,6 +323,8 @@ class Verification:
 
     files: int = 0
     problems: list[str] = field(default_factory=list)
+    #: The archive's top-level folder (``results``), when it has exactly one.
+    root: str = ""
 
     @property
     def ok(self) -> bool:
@@ -370,7 +372,9 @@ def verify_archive(path: str | os.PathLike[str]) -> Verification:
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
         result.problems.append(f"not a readable .tar.gz archive: {error}")
         return result
-    if len(roots) != 1:
+    if len(roots) == 1:
+        (result.root,) = roots
+    else:
         result.problems.append(f"expected one top-level folder, found {sorted(roots) or 'none'}")
     if manifest_text is None:
         result.problems.append(f"no {MANIFEST} in the archive")
@@ -386,3 +390,63 @@ def verify_archive(path: str | os.PathLike[str]) -> Verification:
             result.problems.append(f"checksum mismatch: {name}")
     result.files = len(expected.keys() & checksums.keys())
     return result
+
+
+def _folder_problems(folder: Path) -> list[str]:
+    """What in an unpacked archive folder differs from its manifest (``sha256sum -c``, and no extra file)."""
+    expected, problems = _parse_manifest((folder / MANIFEST).read_text(errors="replace"))
+    found = set(results_files(folder)) - {MANIFEST}
+    problems += [f"missing file (listed in {MANIFEST}): {name}" for name in sorted(expected.keys() - found)]
+    problems += [f"extra file (not in {MANIFEST}): {name}" for name in sorted(found - expected.keys())]
+    problems += [
+        f"checksum mismatch: {name}"
+        for name in sorted(expected.keys() & found)
+        if sha256_file(folder / name) != expected[name]
+    ]
+    return problems
+
+
+def restore_archive(
+    path: str | os.PathLike[str], directory: str | os.PathLike[str] = ".", *, force: bool = False
+) -> tuple[Path, int]:
+    """Verify the archive, then unpack it into ``directory``; return the restored folder and its file count.
+
+    Nothing is written unless :func:`verify_archive` accepts the archive.
+    Members are extracted with ``tarfile``'s ``data`` filter (no absolute
+    paths, no ``..``, no links out of the folder, no special files),
+    modification times kept (so the workflow finds the outputs up to date),
+    into a hidden staging folder whose files are checked against the
+    manifest again before it is renamed into place: what lands under the
+    final name is what the manifest lists. The archive's top folder
+    (``results``) is never unpacked over a non-empty folder unless ``force``,
+    which replaces that folder whole (restored results are never mixed with
+    other files). Raises :class:`InputError` naming every problem.
+    """
+    verification = verify_archive(path)
+    if not verification.ok:
+        raise InputError(f"{path}: not restored, the archive fails verification: " + "; ".join(verification.problems))
+    parent = Path(directory)
+    target = parent / verification.root
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{target} exists and is not a folder: not restored")
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise InputError(
+            f"{target} is not empty: restoring would mix two sets of results. Restore into another folder "
+            "(featlearn restore ARCHIVE DIR), or pass --force to replace it"
+        )
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".featlearn-restore-", dir=parent))
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            tar.extractall(staging, filter="data")
+        problems = _folder_problems(staging / verification.root)
+        if problems:
+            raise InputError(
+                f"{path}: not restored, the unpacked files differ from the manifest: " + "; ".join(problems)
+            )
+        if target.exists():
+            target.rename(staging / "replaced")
+        (staging / verification.root).rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target, verification.files

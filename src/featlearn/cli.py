@@ -286,6 +286,14 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restore(args: argparse.Namespace) -> int:
+    from featlearn import archive
+
+    target, files = archive.restore_archive(args.archive, args.directory, force=args.force)
+    print(f"{args.archive}: {files} files verified against {archive.MANIFEST} and restored into {target}")
+    return 0
+
+
 SETTINGS_HELP = "settings as one JSON object, or @FILE (JSON or YAML)"
 
 
@@ -404,6 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", _verify, "check that an archive holds exactly the files of its MANIFEST.sha256, checksums matching"
     )
     sub.add_argument("archive", help=".tar.gz written by `featlearn archive`")
+
+    sub = command(
+        "restore",
+        _restore,
+        "verify an archive, then unpack its results folder (never over a non-empty one without --force)",
+    )
+    sub.add_argument("archive", help=".tar.gz written by `featlearn archive`")
+    sub.add_argument("directory", nargs="?", default=".", help="folder to restore into (default: the current one)")
+    sub.add_argument("--force", action="store_true", help="replace a non-empty results folder")
 
     return parser
 

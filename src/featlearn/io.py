@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import os
+import re
+import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import netCDF4
 import xarray as xr
@@ -45,9 +49,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` on success.
 
     On any exception the temporary file is removed and ``path`` is untouched.
+    Temporary files of earlier writes of ``path`` (left by a killed process,
+    which cannot clean up) are removed first.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(handle)
     tmp = Path(tmp_name)
@@ -60,6 +67,53 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files of earlier writes of ``path`` (``.NAME.XXXX.tmp``); return them.
+
+    Only a write of the same target makes them; the workflow never runs two
+    jobs writing one file, so one found before a write belongs to a write
+    that was killed.
+    """
+    final = Path(path)
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.[^.]+\.tmp")
+    stale = [tmp for tmp in final.parent.glob(f".{final.name}.*.tmp") if pattern.fullmatch(tmp.name)]
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+def hold_lock(path: str | os.PathLike[str]) -> TextIO | None:
+    """Take an exclusive lock on ``path`` (created if missing) without waiting.
+
+    Returns the open file, which holds the lock until it is closed or the
+    process ends (``flock``: the kernel releases it however the process
+    ends, also on ``kill -9``), with a line describing the holder (process,
+    host, start, command) written into it; ``None`` when another process
+    holds the lock (:func:`lock_holder` says which).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Not a with-block: the open file is the lock, it must outlive this call.
+    handle = open(target, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}: {' '.join(sys.argv)}\n")
+    handle.flush()
+    return handle
+
+
+def lock_holder(path: str | os.PathLike[str]) -> str:
+    """The holder :func:`hold_lock` wrote into ``path`` (``"unknown"`` if there is none)."""
+    try:
+        return Path(path).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 def git_commit() -> str:

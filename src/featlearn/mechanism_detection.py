@@ -23,7 +23,11 @@ the three mechanism flags; ``primary`` names the mechanism that produced
 the output change (``rescaling`` when ``|r_part| > |a_part|``, otherwise the
 sign of ``delta_c``). Diverged runs (gradient descent that left the float
 range) keep their NaN magnitudes, carry no flag and get the primary label
-``diverged``: they are marked, never dropped.
+``diverged``: they are marked, never dropped. A run that cannot move (no
+kernel, ``K_eta(0) = 0``: ``kappa = 0`` or both learning rates 0) changes
+nothing: its relative changes are 0 (:func:`relative_change`), so it is a
+``kernel`` run, flag and label. A norm that shrinks to 0 within float64
+(u -> 0 when ``rho = -1`` pulls u and w to the origin) has ``rho = -inf``.
 """
 
 from __future__ import annotations
@@ -140,17 +144,30 @@ def _time_resolved(trajectories: xr.Dataset) -> dict[str, xr.DataArray]:
         input_core_dims=[[], ["time"], ["time"]],
         output_core_dims=[["time"], ["time"]],
     )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # Relative increments first, then log1p: keeps the tiny changes of the kernel phase accurate.
+    # Relative increments first, then log1p: keeps the tiny changes of the kernel phase accurate.
+    with np.errstate(divide="ignore"):  # log1p(-1) = -inf: a norm that vanished
         return {
             "c_t": c,
             "delta_c_t": c - c.isel(time=0),
-            "rho_u_t": 0.5 * np.log1p((uu - uu.isel(time=0)) / uu.isel(time=0)),
-            "rho_w_t": 0.5 * np.log1p((ww - ww.isel(time=0)) / ww.isel(time=0)),
-            "kernel_change_t": (kernel - kernel.isel(time=0)) / kernel.isel(time=0),
+            "rho_u_t": 0.5 * np.log1p(relative_change(uu)),
+            "rho_w_t": 0.5 * np.log1p(relative_change(ww)),
+            "kernel_change_t": relative_change(kernel),
             "a_part_t": a_part,
             "r_part_t": r_part,
         }
+
+
+def relative_change(values: xr.DataArray) -> xr.DataArray:
+    """``x(t) / x(0) - 1`` along ``time``, and 0 where x did not change, also where it is 0.
+
+    A run with no kernel (``K_eta = 0``: ``kappa = 0``, both learning rates
+    0, or u = w = 0) cannot move: every quantity keeps its start, and 0/0
+    must read as no change, not NaN. A quantity that grows from 0 changes
+    infinitely (``inf``); one that shrinks to 0 has ``log1p(-1) = -inf``.
+    """
+    start = values.isel(time=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return xr.where(values == start, 0.0, (values - start) / start)
 
 
 def detect_runs(trajectories: xr.Dataset, thresholds: Thresholds) -> xr.Dataset:

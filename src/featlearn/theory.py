@@ -247,7 +247,8 @@ def flow_trajectory(gram0: Gram, hyper: Hyperparameters, t: ArrayLike) -> Gram:
 
     ``gram0`` and ``hyper`` broadcast to a batch shape ``S``; the result has
     shape ``S + (len(t),)``. Handles beta* = 0 or < 0, P = 0 or Q = 0, kappa = 0,
-    one learning rate 0 and large ``lambda t`` without producing NaN.
+    one learning rate 0 and large ``lambda t`` without producing NaN; squared
+    norms are never negative (:func:`_nonnegative_norms`).
     """
     t = np.asarray(t, dtype=float)
     shape = np.broadcast_shapes(*(np.shape(x) for x in (*gram0, *hyper)))
@@ -275,11 +276,23 @@ def flow_trajectory(gram0: Gram, hyper: Hyperparameters, t: ArrayLike) -> Gram:
         gram0.ww[..., None] + eta_w * (p_dz - q_dz) / 4,
         gram0.uw[..., None] + s * (p_dz + q_dz) / 4,
     )
-    if not frozen.any():
-        return general
-    special = _frozen_layer_trajectory(gram0, hyper, t)
-    mask = frozen[..., None]
-    return Gram(*(np.where(mask, sp, ge) for sp, ge in zip(special, general)))
+    if frozen.any():
+        special = _frozen_layer_trajectory(gram0, hyper, t)
+        mask = frozen[..., None]
+        general = Gram(*(np.where(mask, sp, ge) for sp, ge in zip(special, general)))
+    return _nonnegative_norms(general)
+
+
+def _nonnegative_norms(gram: Gram) -> Gram:
+    """``gram`` with ``uu`` and ``ww`` clipped at 0.
+
+    A squared norm that vanishes (u -> 0 when ``rho = -1`` pulls u and w to
+    the origin) is known only to about 1e-16 of its start: the increments
+    and the GD update can round it to -1e-13, whose square root and log are
+    NaN. Its true value is below that resolution, and 0 is the nearest
+    possible one.
+    """
+    return Gram(np.maximum(gram.uu, 0.0), np.maximum(gram.ww, 0.0), gram.uw)
 
 
 def learning_time(gram0: Gram, hyper: Hyperparameters, eps: float = 1e-2) -> FloatArray:
@@ -336,8 +349,10 @@ def gd_step(gram: Gram, hyper: Hyperparameters, dt: float) -> Gram:
     residual_force = sigma2 * kappa * (kappa * gram.uw - beta_star)
     a = dt * eta_u * residual_force
     b = dt * eta_w * residual_force
-    return Gram(
-        gram.uu - 2 * a * gram.uw + a**2 * gram.ww,
-        gram.ww - 2 * b * gram.uw + b**2 * gram.uu,
-        gram.uw - a * gram.ww - b * gram.uu + a * b * gram.uw,
+    return _nonnegative_norms(
+        Gram(
+            gram.uu - 2 * a * gram.uw + a**2 * gram.ww,
+            gram.ww - 2 * b * gram.uw + b**2 * gram.uu,
+            gram.uw - a * gram.ww - b * gram.uu + a * b * gram.uw,
+        )
     )

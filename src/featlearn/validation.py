@@ -4,19 +4,26 @@
 the package (``featlearn/data/config.schema.yaml``, also at
 ``workflow/schemas/config.schema.yaml``), fills in the schema's defaults (the
 only home of every setting's default) and then applies the project's
-semantic rules: derived-value expressions, references between sections,
-nonlinear experiment consistency. Every problem is reported at once, each
-naming its dotted field. The workflow calls it while building the DAG, so a
-bad configuration is refused before any job runs.
+semantic rules: derived-value expressions (evaluated at every grid point),
+references between sections, figure settings against the grids they draw,
+the width of runs that hold width-d vectors. NaN and infinite numbers are
+refused (they pass the schema's bounds). Every problem is reported at once,
+each naming its dotted field. The workflow calls it while building the DAG,
+so a bad configuration is refused before any job runs.
+
+:func:`read_file` reads a configuration file, refusing invalid YAML and keys
+given twice with their lines; :func:`load` reads and validates.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import functools
+import math
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any, TextIO
 
@@ -25,13 +32,18 @@ import numpy as np
 import yaml
 
 from featlearn import expressions
-from featlearn.contract import EXPONENTS, HYPERPARAMETERS
-from featlearn.errors import ConfigError
+from featlearn.contract import EXPONENTS, HYPERPARAMETERS, SCALED_HYPERPARAMETERS
+from featlearn.errors import ConfigError, InputError
 from featlearn.figures import table as figure_table
-from featlearn.grid import EXPONENT_OF, grid_of
+from featlearn.grid import EXPONENT_OF, Grid, grid_of, hyperparameters_at
 
-#: The largest width the explicit (width-d vectors) solver accepts.
-EXPLICIT_MAX_WIDTH = 10**6
+#: The largest width whose width-d vectors a run may hold (the explicit solver, ``init: vectors``):
+#: two float64 vectors of 10^6 entries per run are 16 MB; at 2^40 they would be 16 TiB.
+VECTORS_MAX_WIDTH = 10**6
+#: Hyperparameters that must not be negative (the schema checks plain values; derived ones are checked here).
+NONNEGATIVE_HYPERPARAMETERS = ("sigma_u", "sigma_w", "eta_u", "eta_w")
+#: Folders of results/ that hold other outputs than one experiment's: not experiment names.
+RESERVED_NAMES = frozenset({"figures", "nonlinear"})
 
 
 @functools.cache
@@ -51,6 +63,9 @@ _FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 def _describe(error: jsonschema.ValidationError) -> str:
     """One line naming the field, what is wrong and what is allowed."""
     if error.validator in ("oneOf", "anyOf") and error.context:
+        chosen = _discriminated(error)
+        if chosen is not None:
+            return chosen
         # The alternative that got furthest explains the problem best.
         deepest = max(error.context, key=lambda e: (len(e.absolute_path), -len(e.schema_path)))
         if len(deepest.absolute_path) > len(error.absolute_path):
@@ -69,10 +84,49 @@ def _describe(error: jsonschema.ValidationError) -> str:
         missing = [name for name in error.validator_value if name not in error.instance]
         prefix = "" if not error.absolute_path else _field(error) + "."
         return "; ".join(f"{prefix}{name}: required but missing" for name in missing)
+    if "propertyNames" in error.schema_path:
+        return (
+            f"{_field(error)}: {error.instance!r} is not a valid name (a letter, then letters, digits or _, "
+            "at most 64 characters: names become file names)"
+        )
     if error.validator == "enum":
         allowed = ", ".join(map(str, error.validator_value))
         return f"{_field(error)}: {error.instance!r} is not allowed (allowed: {allowed})"
     return f"{_field(error)}: {error.message}" + _hint(error.instance)
+
+
+def _discriminated(error: jsonschema.ValidationError) -> str | None:
+    """The problems of a mapping against alternatives told apart by one key (a dataset's ``name``).
+
+    When every alternative fixes the value of a key (``const`` or ``enum``),
+    the instance's value picks the alternative whose problems are reported;
+    a value no alternative takes is reported with all the allowed values.
+    ``None`` when the alternatives have no such key.
+    """
+    if not isinstance(error.instance, dict):
+        return None
+    definitions = schema()["definitions"]
+    alternatives = [
+        definitions[option["$ref"].rsplit("/", 1)[-1]] if "$ref" in option else option
+        for option in error.validator_value
+    ]
+
+    def fixed(alternative: Mapping[str, Any], key: str) -> list[Any] | None:
+        spec = alternative.get("properties", {}).get(key, {})
+        return [spec["const"]] if "const" in spec else spec.get("enum")
+
+    for key in error.instance:
+        allowed = [fixed(alternative, key) for alternative in alternatives]
+        if any(values is None for values in allowed):
+            continue
+        matching = [index for index, values in enumerate(allowed) if error.instance[key] in values]
+        if not matching:
+            names = ", ".join(str(value) for values in allowed for value in values)
+            return f"{_field(error)}.{key}: {error.instance[key]!r} is not allowed (allowed: {names})"
+        # One "required" error per missing key, each describing all of them: keep distinct lines.
+        problems = dict.fromkeys(_describe(e) for e in error.context if e.relative_schema_path[0] in matching)
+        return "; ".join(problems) if problems else None
+    return None
 
 
 def _field(error: jsonschema.ValidationError) -> str:
@@ -133,6 +187,18 @@ def defaults(section: str) -> dict[str, Any]:
     return copy.deepcopy(_defaults()[section])
 
 
+def _non_finite(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], float]]:
+    """Every NaN or infinite number in a configuration (YAML ``.nan``, ``.inf``), with its path."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _non_finite(item, (*path, str(key)))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, (*path, str(index)))
+
+
 def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``config`` and return a copy with defaults filled in.
 
@@ -140,8 +206,13 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     root = schema()
     validator = jsonschema.Draft7Validator(root)
+    # NaN passes every bound of the schema (comparisons with it are false); infinity passes one side.
+    non_finite = dict(_non_finite(config, ()))
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    problems = [_describe(e) for e in errors]
+    problems = [
+        f"{'.'.join(path) or '(top level)'}: {value} is not a finite number" for path, value in non_finite.items()
+    ]
+    problems += [_describe(e) for e in errors if tuple(map(str, e.absolute_path)) not in non_finite]
     if problems:
         raise ConfigError(problems)
     resolved = copy.deepcopy(dict(config))
@@ -251,6 +322,253 @@ def _reference_problems(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+# --- figure settings against the grids they draw ----------------------------------------------
+
+#: Phase figures that draw the empirical phase or the fitted slopes: their experiment needs
+#: phases.fit.min_widths widths (with fewer, the phases file holds only the prediction).
+_FITTED_PHASE_FIGURES = frozenset(
+    {"phases_diagram_scale", "phases_diagram_imbalance", "phases_diagram_rate", "phases_kernel_change_width"}
+)
+
+
+@functools.cache
+def _figure_defaults(name: str) -> dict[str, Any]:
+    """The keyword defaults of figure function ``name``, read from its source.
+
+    Parsed, not imported: the workflow validates while it builds the DAG, and
+    the figure modules import the plotting libraries.
+    """
+    source = resources.files("featlearn.figures").joinpath(f"{figure_table.entry(name).module}.py").read_text()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return {
+                arg.arg: ast.literal_eval(default)
+                for arg, default in zip(node.args.kwonlyargs, node.args.kw_defaults)
+                if default is not None
+            }
+    return {}
+
+
+def _values_text(grid: Grid, dims: Sequence[str]) -> str:
+    return "; ".join(f"{dim} = {list(grid.values[grid.dims.index(dim)])}" for dim in dims)
+
+
+def _axis_problems(field: str, name: str, axes: Mapping[str, str], allowed: Sequence[str]) -> list[str]:
+    """The dims a figure draws (``x``, ``y``) must be different dims among ``allowed``."""
+    problems = [
+        f"{field}.{key}: {dim!r} is not a grid dimension of {name} this figure can draw "
+        f"(allowed: {', '.join(allowed) or 'none'})"
+        for key, dim in axes.items()
+        if dim not in allowed
+    ]
+    if len(axes) == 2 and len(set(axes.values())) == 1:
+        problems.append(f"{field}.y: {axes['y']!r} is also x; a map draws two different dimensions")
+    return problems
+
+
+def _select_problems(
+    field: str, name: str, grid: Grid, select: Mapping[str, Any] | None, keep: Sequence[str], free: int = 0
+) -> list[str]:
+    """``select`` must fix grid dims (not those in ``keep``) to values on the grid, and leave at most
+    ``free`` dims besides ``keep`` unfixed."""
+    select = select or {}
+    problems = []
+    for dim, value in select.items():
+        if dim not in grid.dims:
+            problems.append(
+                f"{field}.select.{dim}: not a grid dimension of {name} (dimensions: {', '.join(grid.dims) or 'none'})"
+            )
+        elif dim in keep:
+            problems.append(f"{field}.select.{dim}: the figure draws this dimension, so it cannot be fixed")
+        elif value not in grid.values[grid.dims.index(dim)]:
+            problems.append(
+                f"{field}.select.{dim}: {value!r} is not on the grid of {name} ({_values_text(grid, [dim])})"
+            )
+    unfixed = [dim for dim in grid.dims if dim not in keep and dim not in select]
+    if len(unfixed) > free:
+        left = unfixed[free:]
+        problems.append(
+            f"{field}.select: fix the grid dimensions {', '.join(left)} of {name} ({_values_text(grid, left)})"
+        )
+    return problems
+
+
+def _comparison_problems(config: Mapping[str, Any], grids: Mapping[str, Grid]) -> list[str]:
+    """The solver comparison draws one seed of every run, a column per parametrization of the first experiment."""
+    spec = config["figures"].get("solver_comparison")
+    if spec is None:
+        return []
+    field, experiments = "figures.solver_comparison", config["experiments"]
+    drawn = [(index, name) for index, name in enumerate(spec["experiments"]) if name in grids]
+    problems = [
+        f"{field}.seed: {spec['seed']} is not a seed of {name} (seeds 0..{experiments[name]['seeds'] - 1})"
+        for _, name in drawn
+        if spec["seed"] >= experiments[name]["seeds"]
+    ]
+
+    def parametrizations(name: str) -> tuple[Any, ...] | None:
+        grid = grids[name]
+        return grid.values[grid.dims.index("parametrization")] if "parametrization" in grid.dims else None
+
+    for index, name in drawn:
+        extra = [dim for dim in grids[name].dims if dim not in ("parametrization", "width")]
+        if extra:
+            problems.append(
+                f"{field}.experiments.{index}: {name} also sweeps {', '.join(extra)}; the comparison draws "
+                "one run per parametrization and width"
+            )
+        first = drawn[0][1]
+        if parametrizations(name) != parametrizations(first):
+            problems.append(
+                f"{field}.experiments.{index}: {name} sweeps parametrization {parametrizations(name)}, "
+                f"{first} {parametrizations(first)}; the columns need the same"
+            )
+    return problems
+
+
+def _figure_problems(config: Mapping[str, Any]) -> list[str]:
+    """Figure settings that name grid dims or values must name those of the experiment drawn.
+
+    Checked here, while the DAG is built, so that a figure job never meets
+    a dimension or value its experiment does not have after the whole chain ran.
+    """
+    experiments = config["experiments"]
+    grids = {name: grid_of(spec["parameters"], spec.get("axes", {})) for name, spec in experiments.items()}
+    problems = _comparison_problems(config, grids)
+    mechanisms = config["mechanisms"]
+    for key, spec in mechanisms["maps"].items():
+        name, field = spec["experiment"], f"mechanisms.maps.{key}"
+        if name in grids:
+            axes = {"x": spec["x"], "y": spec["y"]}
+            wrong_axes = _axis_problems(field, name, axes, grids[name].dims)
+            problems += wrong_axes or _select_problems(
+                field, name, grids[name], spec.get("select"), list(axes.values())
+            )
+    for key, spec in mechanisms.get("trajectories", {}).get("panels", {}).items():
+        name, field = spec["experiment"], f"mechanisms.trajectories.panels.{key}"
+        if name in grids:
+            problems += _select_problems(field, name, grids[name], spec.get("select"), ())
+    scaling = mechanisms.get("width_scaling")
+    if scaling is not None and scaling["experiment"] in grids:
+        name, field, grid = scaling["experiment"], "mechanisms.width_scaling", grids[scaling["experiment"]]
+        widths = len(grid.values[grid.dims.index("width")]) if "width" in grid.dims else 1
+        if widths < 3:
+            problems.append(
+                f"{field}.experiment: {name} sweeps {widths} width(s); the width fits need at least 3 "
+                "(a list in parameters.width)"
+            )
+        else:
+            # One line per value of at most one other dim.
+            problems += _select_problems(field, name, grid, scaling.get("select"), ("width",), free=1)
+    phases = config["phases"]
+    for figure, spec in phases["figures"].items():
+        name, field = spec["experiment"], f"phases.figures.{figure}"
+        if name not in grids:
+            continue
+        grid, entry = grids[name], figure_table.entry(figure)
+        widths = len(grid.values[grid.dims.index("width")]) if "width" in grid.dims else 1
+        # The phases file is per cell (the grid without width); a map of the runs has the grid's dims.
+        dims = [dim for dim in grid.dims if dim != "width"] if "phases" in entry.reads else list(grid.dims)
+        if "x" in entry.options:
+            defaults = _figure_defaults(figure)
+            axes = {key: spec.get(key, defaults.get(key)) for key in ("x", "y")}
+            wrong_axes = _axis_problems(field, name, axes, dims)
+            problems += wrong_axes
+            left = [dim for dim in dims if dim not in axes.values()]
+            if left and not wrong_axes:
+                problems.append(
+                    f"{field}.experiment: {name} also sweeps {', '.join(left)}; the figure draws the plane "
+                    f"of x = {axes['x']} and y = {axes['y']} only"
+                )
+        if figure == "phases_kernel_change_width":
+            extra = [dim for dim in grid.dims if dim not in ("parametrization", "width")]
+            if extra or "parametrization" not in grid.dims:
+                problems.append(
+                    f"{field}.experiment: {name} must sweep exactly parametrization and width "
+                    f"(dimensions: {', '.join(grid.dims) or 'none'})"
+                )
+        if figure == "phases_gd_step" and experiments[name]["solver"] != "gd":
+            problems.append(
+                f"{field}.experiment: {name} uses solver {experiments[name]['solver']}; this figure needs gd"
+            )
+        if figure in _FITTED_PHASE_FIGURES and widths < phases["fit"]["min_widths"]:
+            problems.append(
+                f"{field}.experiment: {name} sweeps {widths} width(s); the figure draws fitted slopes, which "
+                f"need phases.fit.min_widths = {phases['fit']['min_widths']}"
+            )
+    return problems
+
+
+def _width_problems(field: str, experiment: Mapping[str, Any]) -> list[str]:
+    """Runs that hold width-d vectors (solver explicit, init vectors) have a width cap."""
+    widths = np.atleast_1d(experiment["parameters"]["width"])
+    if widths.max() <= VECTORS_MAX_WIDTH:
+        return []
+    if experiment["solver"] == "explicit":
+        holder, instead = "the explicit solver stores", "need solver flow or gd"
+    elif experiment["init"] == "vectors":
+        holder, instead = "init: vectors draws", "need init: gram"
+    else:
+        return []
+    return [
+        f"{field}.parameters.width: {holder} width-d vectors (16 bytes per unit of width and run); "
+        f"widths above {VECTORS_MAX_WIDTH} {instead}"
+    ]
+
+
+def _point_text(point: Mapping[str, Any]) -> str:
+    return ", ".join(f"{dim} = {value}" for dim, value in point.items()) or "the only grid point"
+
+
+def _failing_key(parameters: Mapping[str, Any], point: Mapping[str, Any]) -> str:
+    """The scaled hyperparameter whose value fails at ``point`` (expressions read only earlier ones)."""
+    for index, key in enumerate(SCALED_HYPERPARAMETERS):
+        later = SCALED_HYPERPARAMETERS[index + 1 :]
+        try:
+            hyperparameters_at({k: v for k, v in parameters.items() if k not in later}, point)
+        except (ArithmeticError, TypeError, ValueError):
+            return key
+    return ""
+
+
+def _value_problems(field: str, experiment: Mapping[str, Any]) -> list[str]:
+    """Every grid point's hyperparameters must have a finite value, within their bounds.
+
+    A derived value can have none (``1 / (a - 0.5)`` at a = 0.5) or leave the
+    bounds the schema checks only for plain numbers (a negative learning-rate
+    prefactor, an overflow): found here, not in a simulation job. The first
+    failing point of each experiment is reported.
+    """
+    parameters = experiment["parameters"]
+    grid = grid_of(parameters, experiment.get("axes", {}))
+    for index in range(grid.size):
+        point = grid.point(index)
+        try:
+            values = hyperparameters_at(parameters, point)
+        except (ArithmeticError, TypeError, ValueError) as error:
+            # TypeError: a complex power, e.g. (-1) ** 0.5.
+            key = _failing_key(parameters, point)
+            given = parameters.get(key)
+            written = [
+                f"{part} {given[part]!r}"
+                for part in ("prefactor", "exponent")
+                if isinstance(given, dict) and part in given
+            ]
+            reason = "overflows float64" if isinstance(error, OverflowError) else f"{type(error).__name__}: {error}"
+            return [
+                f"{field}.parameters.{key or '(hyperparameters)'}: no value at {_point_text(point)}"
+                + (f" ({', '.join(written)})" if written else "")
+                + f": {reason}"
+            ]
+        for name, value in values.items():
+            key = next((k for k, symbol in EXPONENT_OF.items() if symbol == name), name)
+            if not math.isfinite(value):
+                return [f"{field}.parameters.{key}: {name} is {value} at {_point_text(point)}"]
+            if name in NONNEGATIVE_HYPERPARAMETERS and value < 0:
+                return [f"{field}.parameters.{key}: {name} = {value:g} at {_point_text(point)} (must be >= 0)"]
+    return []
+
+
 def _semantic_problems(config: Mapping[str, Any]) -> list[str]:
     """Rules a JSON schema cannot state."""
     problems = []
@@ -258,10 +576,13 @@ def _semantic_problems(config: Mapping[str, Any]) -> list[str]:
         problems.append(
             "experiments: the configuration defines no experiment (add experiments or nonlinear.experiments)"
         )
+    for name in sorted(RESERVED_NAMES & set(config["experiments"])):
+        problems.append(f"experiments.{name}: reserved name (results/{name}/ holds other outputs); rename it")
     for name, experiment in config["experiments"].items():
         field = f"experiments.{name}"
         parameters = experiment["parameters"]
-        problems.extend(_expression_problems(field, experiment))
+        expression_problems = _expression_problems(field, experiment)
+        problems.extend(expression_problems)
         if "parametrization" in parameters:
             for key, symbol in EXPONENT_OF.items():
                 value = parameters.get(key)
@@ -282,28 +603,89 @@ def _semantic_problems(config: Mapping[str, Any]) -> list[str]:
             problems.append(f"{field}.time.start: must be smaller than time.stop ({time['stop']})")
         if experiment["solver"] != "flow" and experiment["dt"] > 0 and time["stop"] / experiment["dt"] > 1e7:
             problems.append(f"{field}.dt: time.stop / dt exceeds 10^7 steps; use a larger dt or a shorter horizon")
-        if experiment["solver"] == "explicit":
-            widths = np.atleast_1d(parameters["width"])
-            if widths.max() > EXPLICIT_MAX_WIDTH:
-                problems.append(
-                    f"{field}.parameters.width: the explicit solver stores width-d vectors; "
-                    f"widths above {EXPLICIT_MAX_WIDTH} need solver flow or gd"
-                )
+        problems.extend(_width_problems(field, experiment))
+        if not expression_problems:
+            # Expressions that do not parse or read unknown names cannot be evaluated.
+            problems.extend(_value_problems(field, experiment))
     problems.extend(_reference_problems(config))
+    problems.extend(_figure_problems(config))
     return problems
+
+
+def _duplicate_keys(node: yaml.Node, name: str, path: tuple[str, ...], seen: set[int]) -> Iterator[str]:
+    """Every key given twice in one mapping of a composed YAML document, with its dotted field and lines."""
+    if id(node) in seen:  # an alias of a node already walked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[tuple[str, Any], int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                # `<<: *anchor` merges another mapping: its keys may be overridden, that is its purpose.
+                continue
+            line = key_node.start_mark.line + 1
+            key = (key_node.tag, key_node.value) if isinstance(key_node, yaml.ScalarNode) else (key_node.tag, line)
+            field = ".".join((*path, str(key[1])))
+            if key in lines:
+                yield (
+                    f"{field}: given twice in {name} (lines {lines[key]} and {line}); "
+                    "YAML would silently keep only the last: remove or rename one"
+                )
+            else:
+                lines[key] = line
+            yield from _duplicate_keys(value_node, name, (*path, str(key[1])), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _duplicate_keys(item, name, (*path, str(index)), seen)
+
+
+def read_file(source: str | TextIO) -> Any:
+    """The YAML (or JSON) content of a configuration file, refusing keys given twice in one mapping.
+
+    ``source`` is a path, ``"-"`` for standard input, or a text stream.
+    Raises :class:`ConfigError` for invalid YAML (with its line) or a
+    repeated key (with its dotted field and both lines; a plain YAML reader
+    keeps the last silently, so two experiments of one name would lose one),
+    and :class:`InputError` for a file that cannot be read.
+    """
+    name = "standard input" if source == "-" else str(getattr(source, "name", source))
+    try:
+        if source == "-":
+            text = sys.stdin.read()
+        elif isinstance(source, str):
+            with open(source, encoding="utf-8") as handle:
+                text = handle.read()
+        else:
+            text = source.read()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise InputError(f"cannot read the configuration {name}: {reason}") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicates = list(_duplicate_keys(node, name, (), set()))
+        if duplicates:
+            raise ConfigError(duplicates)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        what = "; ".join(str(part) for part in (error.context, error.problem) if part)
+        raise ConfigError([f"(top level): {name}{where} is not valid YAML: {what}"]) from None
+    except yaml.YAMLError as error:
+        raise ConfigError([f"(top level): {name} is not valid YAML: {error}"]) from None
+    finally:
+        loader.dispose()
 
 
 def load(source: str | TextIO) -> dict[str, Any]:
     """Read, validate and resolve a configuration (a path, ``"-"`` for standard input, or a text stream)."""
-    if source == "-":
-        source = sys.stdin
-    if isinstance(source, str):
-        with open(source) as handle:
-            config = yaml.safe_load(handle)
-    else:
-        config = yaml.safe_load(source)
+    config = read_file(source)
     if not isinstance(config, dict):
-        raise ConfigError([f"(top level): {getattr(source, 'name', source)} does not hold a mapping"])
+        name = "standard input" if source == "-" else getattr(source, "name", source)
+        raise ConfigError([f"(top level): {name} does not hold a mapping"])
     return validate(config)
 
 

@@ -9,22 +9,54 @@ from pathlib import Path
 
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from featlearn import validation
+from featlearn import io, validation
 from featlearn.dag import as_json, code_version
-from featlearn.errors import ConfigError
+from featlearn.errors import UserError
 from featlearn.figures import table as figure_table
 from featlearn.grid import Experiment
 
-# A bad configuration is refused here, before any job is scheduled, naming every bad field.
+# A bad configuration is refused here, before any job is scheduled, naming every bad field:
+# one message and exit status 1, no traceback (sys.exit).
 if not workflow.configfiles:
     sys.exit(
         "featlearn: no configuration. Snakemake takes config/config.yaml from the workflow profile "
         "(workflow/profiles/default); give one with --configfile FILE."
     )
 try:
+    # Snakemake read the files already, keeping the last of a key given twice: read again to refuse that.
+    for path in workflow.configfiles:
+        validation.read_file(str(path))
     CONFIG = validation.validate(config)
-except ConfigError as error:
+except UserError as error:
     sys.exit(f"featlearn: {error}")
+
+# Crash recovery. Snakemake locks the files of a run in .snakemake/locks and unlocks them when
+# the run ends; a run that is killed (kill -9, the OOM killer, power loss, a lost node) leaves
+# the locks, and Snakemake refuses every later run until `--unlock`, as it cannot tell them from
+# a live run's. This lock can: the main Snakemake process of every run of this workflow holds it
+# while it lives (flock: released by the kernel however the process ends). Whoever gets it is
+# the only run alive here, so locks in .snakemake/locks are stale: they are removed, and the
+# interrupted jobs rerun (rerun-incomplete, set in the profiles). A run started while another
+# is alive does not get it and leaves the locks alone: Snakemake refuses it as before.
+RUN_LOCK_FILE = Path(".snakemake/featlearn-run.lock")
+if workflow.is_main_process:
+    RUN_LOCK = io.hold_lock(RUN_LOCK_FILE)
+    if RUN_LOCK is None:
+        print(
+            f"featlearn: another Snakemake run is active in this folder ({io.lock_holder(RUN_LOCK_FILE)}); "
+            "a run writing the same files is refused until it ends (do not --unlock it).",
+            file=sys.stderr,
+        )
+    else:
+        STALE_LOCKS = sorted(Path(".snakemake/locks").glob("*.lock"))
+        for lock in STALE_LOCKS:
+            lock.unlink()
+        if STALE_LOCKS:
+            print(
+                "featlearn: the last run in this folder ended without unlocking it (killed, out of memory, "
+                "power loss); removed its stale locks: its interrupted jobs run again.",
+                file=sys.stderr,
+            )
 
 
 def featlearn_command():
