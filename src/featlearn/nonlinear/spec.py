@@ -97,6 +97,7 @@ class LearningRate:
 
     @classmethod
     def from_value(cls, value: float | Mapping[str, float]) -> LearningRate:
+        """From a number or a ``{prefactor, exponent}`` mapping."""
         if isinstance(value, Mapping):
             return cls(float(value["prefactor"]), float(value.get("exponent", 0.0)))
         return cls(float(value))
@@ -104,6 +105,9 @@ class LearningRate:
     def at(self, width: int, factor: float = 1.0) -> float:
         """The learning rate at hidden width ``width``, times a candidate ``factor``."""
         return factor * self.prefactor * float(width) ** -self.exponent
+
+    def __str__(self) -> str:
+        return f"{self.prefactor:g}" + (f" width^-{self.exponent:g}" if self.exponent else "")
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ class ExperimentSpec:
     parametrization: tuple[str, ...]
     init_scale: tuple[float, ...]
     settings: tuple[Setting, ...]
-    lr: LearningRate
+    lr: tuple[tuple[str, LearningRate], ...]
     stop: StopRule
     loss: str
     depth: int
@@ -187,6 +191,11 @@ class ExperimentSpec:
         selection = mapping["lr_selection"]
         dataset = DatasetSpec.from_mapping(mapping["dataset"])
         multipliers = mapping["lr_multipliers"]
+        lr = mapping["lr"]
+        if isinstance(lr, Mapping) and "prefactor" not in lr:
+            rates = {name: LearningRate.from_value(value) for name, value in lr.items()}
+        else:
+            rates = {name: LearningRate.from_value(lr) for name in mapping["parametrization"]}
         return cls(
             dataset=dataset,
             width=tuple(int(w) for w in mapping["width"]),
@@ -197,7 +206,7 @@ class ExperimentSpec:
                 Setting(name, float(s.get("init_correlation", 0.0)), s.get("target_scale"))
                 for name, s in settings.items()
             ),
-            lr=LearningRate.from_value(mapping["lr"]),
+            lr=tuple(rates.items()),
             stop=StopRule.from_mapping(mapping["steps"], mapping["stop"]),
             loss=mapping["loss"],
             depth=mapping["depth"],
@@ -220,6 +229,17 @@ class ExperimentSpec:
     def setting(self, name: str) -> Setting:
         return next(s for s in self.settings if s.name == name)
 
+    def learning_rate(self, parametrization: str, width: int, factor: float = 1.0) -> float:
+        """Base learning rate of ``parametrization`` at ``width``, times a candidate ``factor``."""
+        return dict(self.lr)[parametrization].at(width, factor)
+
+    def describe_lr(self) -> str:
+        """The configured learning rate(s) in words, for the dataset's attributes."""
+        rates = {str(rate) for _, rate in self.lr}
+        if len(rates) == 1:
+            return rates.pop()
+        return "; ".join(f"{name}: {rate}" for name, rate in self.lr)
+
     @property
     def smallest_training_set(self) -> int:
         """Samples of the smallest training set any run sees (the selection runs', when there are any)."""
@@ -237,6 +257,9 @@ class ExperimentSpec:
             problems.append(
                 ("lr_multipliers", f"needs one value per layer ({self.depth}), got {len(self.lr_multipliers)}")
             )
+        missing = [p for p in self.parametrization if p not in dict(self.lr)]
+        if missing:
+            problems.append(("lr", f"no learning rate for parametrization {', '.join(missing)}"))
         for setting in self.settings:
             if setting.init_correlation != 0.0 and not (teacher and self.depth == 2):
                 problems.append((f"settings.{setting.name}.init_correlation", "needs the teacher dataset and depth 2"))

@@ -463,11 +463,11 @@ def _select_learning_rates(
     that did not; among equals the best mean validation score wins (ties: the
     smaller learning rate). Returns ``({grid point: lr}, {name: array of shape
     (grid dims..., lr_factor, selection_seed)})`` for ``score``, ``stop`` and
-    ``converged``.
+    ``converged``, and ``factor`` (grid dims): the chosen candidate.
     """
     selection = spec.lr_selection
     candidates = {
-        (point, k): Run(point, spec.lr.at(point.width, factor), "selection")
+        (point, k): Run(point, spec.learning_rate(point.parametrization, point.width, factor), "selection")
         for point in grid(spec, selection.seeds)
         for k, factor in enumerate(selection.factors)
     }
@@ -486,12 +486,14 @@ def _select_learning_rates(
         results["converged"][at] = reason in (LOSS_TARGET, PLATEAU)
     sign = 1.0 if selection.metric == "accuracy" else -1.0
     chosen = {}
+    results["factor"] = np.full(_grid_shape(spec), np.nan)
     for index in np.ndindex(_grid_shape(spec)):
         scores = np.nan_to_num(sign * results["score"][index].mean(axis=-1), nan=-np.inf)
         converged = results["converged"][index].all(axis=-1)
         best = max(range(len(selection.factors)), key=lambda k: (converged[k], scores[k], -selection.factors[k]))
         point = _grid_point(spec, index)
-        chosen[point] = spec.lr.at(point[3], selection.factors[best])
+        chosen[point] = spec.learning_rate(point[2], point[3], selection.factors[best])
+        results["factor"][index] = selection.factors[best]
     return chosen, results
 
 
@@ -550,7 +552,7 @@ def run_experiment(
         }
         chosen, selection = _select_learning_rates(spec, validation, batch_runs=batch_runs, progress=progress)
     else:
-        chosen = {p.grid_point: spec.lr.at(p.width) for p in grid(spec, 1)}
+        chosen = {p.grid_point: spec.learning_rate(p.parametrization, p.width) for p in grid(spec, 1)}
     runs = [Run(point, chosen[point.grid_point]) for point in grid(spec)]
     trained = _train_all(spec, datasets, runs, measure=True, batch_runs=batch_runs, progress=progress, role="train")
     return _assemble(spec, datasets, runs, trained, chosen, selection)
@@ -607,6 +609,7 @@ def _assemble(
         data_vars["validation_score"] = (selection_dims, selection["score"])
         data_vars["validation_stop_step"] = (selection_dims, selection["stop"].astype(np.int64))
         data_vars["validation_converged"] = (selection_dims, selection["converged"].astype(np.int8))
+        data_vars["lr_factor_selected"] = (grid_dims, selection["factor"])
     ds = xr.Dataset(data_vars, coords=coords)
     ds["init_correlation"] = ("setting", [s.init_correlation for s in spec.settings])
     first = next(iter(datasets.values()))
@@ -626,8 +629,7 @@ def _assemble(
         n_validation=spec.lr_selection.n_validation if spec.lr_selection else 0,
         loss=spec.loss,
         depth=spec.depth,
-        lr=spec.lr.prefactor,
-        lr_width_exponent=spec.lr.exponent,
+        lr=spec.describe_lr(),
         lr_selection=f"best validation {spec.lr_selection.metric} of {spec.lr_selection.seeds} seed(s) per candidate "
         "(converged candidates first)" if spec.lr_selection else "none: the configured lr",
         max_steps=stop.max_steps,

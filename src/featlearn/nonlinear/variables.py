@@ -45,6 +45,7 @@ ATTRS: dict[str, tuple[str, str]] = {
     "validation_score": ("validation accuracy (or loss, see attribute selection_metric) of a selection run at its stop_step", "1"),
     "validation_stop_step": ("training step at which a learning-rate selection run stopped", "1"),
     "validation_converged": ("1 when the stopping rule stopped a learning-rate selection run", "1"),
+    "lr_factor_selected": ("lr_factor of the chosen candidate learning rate", "1"),
     # coordinates
     "setting": ("named initialization/target setting", "1"),
     "activation": ("activation function", "1"),
