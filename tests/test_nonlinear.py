@@ -226,6 +226,7 @@ def test_mechanism_flags_follow_the_thresholds_and_say_none():
             "rho": (("run", "step", "layer"), rho),
             "ntk_change": (("run", "step"), [[0, 0.5], [0, 0.3], [0, 0.01], [0, 0.8]]),
             "stop_step": ("run", [5, 5, 5, 5]),
+            "stop_reason": ("run", [LOSS_TARGET, PLATEAU, MAX_STEPS, LOSS_TARGET]),
         },
         coords={"step": [0, 5]},
     )
@@ -236,6 +237,11 @@ def test_mechanism_flags_follow_the_thresholds_and_say_none():
     assert flags["kernel"].values.tolist() == [False, False, True, False]
     # the last run's kernel moved, yet no layer's alignment or norm changed by a threshold
     assert flags["none"].values.tolist() == [False, False, False, True]
+    assert not flags["diverged"].any()
+    # a diverged run carries no other flag, whatever its numbers
+    diverged = mechanisms.mechanism_flags(ds.assign(stop_reason=("run", [DIVERGED] * 4)), eps_c=0.1, eps_rho=0.1, eps_k=0.1)
+    assert diverged["diverged"].all()
+    assert not any(bool(diverged[name].any()) for name in ("kernel", "alignment", "disalignment", "rescaling", "none"))
 
 
 def test_loglog_slope_and_its_error():
@@ -469,11 +475,11 @@ def test_lr_selection_picks_the_best_validation_score_and_never_reads_the_test_s
     assert score.dims == ("init_scale", "lr_factor", "selection_seed")
     assert ds.attrs["n_validation"] == 16 and ds.attrs["selection_metric"] == "accuracy"
     # the chosen candidate, recomputed from the stored scores: all seeds converged first, then
-    # the best mean validation accuracy, ties to the smaller learning rate
+    # the best mean validation accuracy, ties to the larger learning rate
     for scale in ds["init_scale"].values:
         mean = score.sel(init_scale=scale).mean("selection_seed").fillna(-1.0).values
         converged = ds["validation_converged"].sel(init_scale=scale).all("selection_seed").values
-        best = max(range(3), key=lambda k: (converged[k], mean[k], -k))
+        best = max(range(3), key=lambda k: (converged[k], mean[k], k))
         assert float(ds["lr_factor_selected"].sel(init_scale=scale)) == ds["lr_factor"].values[best]
         assert float(ds["lr_selected"].sel(init_scale=scale)) == pytest.approx(0.1 * ds["lr_factor"].values[best])
 

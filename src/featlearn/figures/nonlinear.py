@@ -17,16 +17,19 @@ import xarray as xr
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from featlearn.figures import register
 from featlearn.figures.style import new_figure
 from featlearn.nonlinear.mechanisms import at_stop, loglog_slope, mechanism_flags
+from featlearn.nonlinear.variables import STOP_REASONS
 
 #: Dimensions that index panels (rows) when they hold more than one value.
 PANEL_DIMS = ("setting", "parametrization", "width")
 SWEEP_DIMS = ("setting", "activation", "parametrization", "width", "init_scale")
 MECHANISMS = ("alignment", "disalignment", "rescaling")
 GUARD_NOTE = "x: stopped by the step guard or diverged"
+DIVERGED = STOP_REASONS.index("diverged")
 
 
 def _varying(ds: xr.Dataset, dims: tuple[str, ...]) -> list[str]:
@@ -58,6 +61,11 @@ def _not_converged(ds: xr.Dataset) -> int:
     return int((ds["converged"] == 0).sum())
 
 
+def _valid(ds: xr.Dataset) -> xr.DataArray:
+    """Runs that did not diverge: their numbers mean something (diverged runs are drawn apart)."""
+    return ds["stop_reason"] != DIVERGED
+
+
 @register("nonlinear_zeta")
 def plot_zeta(datasets: list[xr.Dataset]) -> Figure:
     """Alignment zeta_l against step, one colour per init scale (seed mean, min-max band).
@@ -78,19 +86,30 @@ def plot_zeta(datasets: list[xr.Dataset]) -> Figure:
     colours = colormaps["viridis"](np.linspace(0.0, 0.9, len(scales)))
     steps = ds["step"].values
     finite = ds["zeta"].where(np.isfinite(ds["zeta"]))
-    top = min(1.02, 1.1 * float(max(finite.max(), ds["zeta_theory"].max() if "zeta_theory" in ds else 0.0)))
+    top = min(1.02, 1.1 * float(max(finite.where(_valid(ds)).max(), ds["zeta_theory"].max() if "zeta_theory" in ds else 0.0)))
     for (i, row), (j, (activation, layer)) in itertools.product(enumerate(rows), enumerate(columns)):
         ax = axes[i, j]
         select = {**row, **({"activation": activation} if "activation" in ds["zeta"].dims else {})}
         for scale, colour in zip(scales, colours):
             run = ds.sel(select).sel(init_scale=scale)
+            valid = _valid(run)
             zeta = run["zeta"].sel(layer=layer)
-            ax.plot(steps, zeta.mean("seed"), color=colour, label=f"init {scale:g}")
-            ax.fill_between(steps, zeta.min("seed"), zeta.max("seed"), color=colour, alpha=0.2, linewidth=0)
-            _mark_stops(ax, run["stop_step"], zeta.sel(step=run["stop_step"]), run["converged"], colour)
+            kept = zeta.where(valid)
+            ax.plot(steps, kept.mean("seed"), color=colour, label=f"init {scale:g}")
+            ax.fill_between(steps, kept.min("seed"), kept.max("seed"), color=colour, alpha=0.2, linewidth=0)
+            _mark_stops(ax, run["stop_step"].where(valid, drop=True), zeta.sel(step=run["stop_step"]).where(valid, drop=True),
+                        run["converged"].where(valid, drop=True), colour)
+            # a diverged run: its finite part, dotted, and a cross where it left the float range
+            for seed in run["seed"].values[~valid.values]:
+                path = zeta.sel(seed=seed).where(np.isfinite(zeta.sel(seed=seed)) & (run["step"] < run["stop_step"].sel(seed=seed)), drop=True)
+                ax.plot(path["step"], path, color=colour, linestyle=":", linewidth=1)
+                if path.size:
+                    ax.scatter(path["step"][-1:], path[-1:], color=colour, marker="x", s=14, zorder=3)
             if "zeta_theory" in ds:
-                ax.plot(steps, run["zeta_theory"].mean("seed"), color=colour, linestyle="--", linewidth=1)
+                ax.plot(steps, run["zeta_theory"].where(valid).mean("seed"), color=colour, linestyle="--", linewidth=1)
         ax.set_xscale("symlog", linthresh=1)
+        # Values are held after each run's stop: the axis ends a little after the last stop.
+        ax.set_xlim(0, min(steps[-1], 1.5 * float(ds["stop_step"].max())))
         # Shared y axis from 0: up to 1 when something aligns fully, else zoomed on the data.
         ax.set_ylim(0, top)
         ax.set_title(_label({**row, "activation": activation}) + f"; layer {layer}", fontsize=7)
@@ -102,7 +121,8 @@ def plot_zeta(datasets: list[xr.Dataset]) -> Figure:
     axes[0, 0].legend(fontsize=6, title=title, title_fontsize=5)
     figure.suptitle(
         f"{ds.attrs.get('experiment', '')} ({ds.attrs.get('dataset', '')}, depth {ds.attrs.get('depth', '')}); "
-        f"{_not_converged(ds)} of {ds['converged'].size} runs not stopped by their rule",
+        f"{_not_converged(ds)} of {ds['converged'].size} runs not stopped by their rule "
+        f"({int((~_valid(ds)).sum())} diverged, dotted)",
         fontsize=9,
     )
     return figure
@@ -122,7 +142,7 @@ def plot_ntk_width(datasets: list[xr.Dataset]) -> Figure:
     ax = axes[0, 0]
     widths = ds["width"].values
     for point in _points(ds, ["parametrization", *_varying(ds, ("activation", "setting", "init_scale"))]):
-        values = _drop_sweeps(change.sel(point)).transpose("width", "seed")
+        values = _drop_sweeps(change.where(_valid(ds)).sel(point)).transpose("width", "seed")
         converged = _drop_sweeps(ds["converged"].sel(point)).transpose("width", "seed")
         slope, error = loglog_slope(np.broadcast_to(widths[:, None], values.shape), values.values)
         line = ax.plot(widths, values.mean("seed"), marker="o", label=f"{_label(point)}: slope {slope:.2f} ± {error:.2f}")
@@ -162,8 +182,10 @@ def plot_accuracy(datasets: list[xr.Dataset]) -> Figure:
     """
     figure, axes = new_figure(2, 4, width=3.0, height=2.5)
     colours = itertools.cycle(colormaps["tab10"].colors)
+    layers = 0
     for ds in datasets:
-        final = at_stop(ds)
+        final = at_stop(ds).where(_valid(ds))
+        layers = max(layers, ds.sizes["layer"])
         for point in _points(ds, _varying(ds, ("parametrization", "width", "activation"))):
             colour = next(colours)
             run = _drop_sweeps(ds.sel(point))
@@ -172,13 +194,16 @@ def plot_accuracy(datasets: list[xr.Dataset]) -> Figure:
             scales = run["init_scale"].values
             accuracy = measures["test_accuracy_final"]
             label += f", {run.sizes['seed']} seeds"
+            if int((~_valid(run)).sum()):
+                label += f" ({int((~_valid(run)).sum())} diverged, left out)"
             axes[0, 0].errorbar(scales, accuracy.mean("seed"), yerr=accuracy.std("seed"), marker="o", capsize=3,
                                 color=colour, label=label)
             missed = run["converged"] == 0
             axes[0, 0].scatter(np.broadcast_to(scales[:, None], accuracy.shape)[missed.values],
                                accuracy.values[missed.values], marker="x", color=colour)
             if "validation_score" in run and ds.attrs.get("selection_metric") == "accuracy":
-                score = run["validation_score"].mean("selection_seed")
+                # candidates whose selection runs did not all converge are not drawn
+                score = run["validation_score"].where(run["validation_converged"] == 1).mean("selection_seed", skipna=False)
                 count = run.sizes["lr_factor"]
                 for k, factor in enumerate(run["lr_factor"].values):
                     axes[0, 1].plot(scales, score.isel(lr_factor=k), color=colour, linewidth=1, marker=".",
@@ -193,8 +218,7 @@ def plot_accuracy(datasets: list[xr.Dataset]) -> Figure:
                     values = measures[name].sel(layer=layer)
                     if not np.isfinite(values).any():
                         continue
-                    ax.plot(scales, values.mean("seed"), color=colour, linestyle=style, marker="o", markersize=3,
-                            label=f"layer {layer}" if colour == colormaps["tab10"].colors[0] else None)
+                    ax.plot(scales, values.mean("seed"), color=colour, linestyle=style, marker="o", markersize=3)
     titles = ("test accuracy at the stop", "validation accuracy per candidate lr", "NTK change at the stop",
               "test accuracy vs NTK change")
     for ax, title in zip(axes[0], titles):
@@ -209,7 +233,9 @@ def plot_accuracy(datasets: list[xr.Dataset]) -> Figure:
         ax.set_ylabel(ylabel, fontsize=7)
         if log:
             ax.set_yscale("log")
-    axes[1, 0].legend(fontsize=6)
+    styles = [Line2D([], [], color="grey", linestyle=style, label=f"layer {layer}")
+              for layer, style in zip(range(1, layers + 1), itertools.cycle(_LAYER_STYLES))]
+    axes[1, 0].legend(handles=styles, fontsize=6)
     for ax in [*axes[0, :3], *axes[1]]:
         ax.set_xscale("log")
         ax.set_xlabel("init scale")
@@ -222,8 +248,9 @@ def plot_mechanisms(datasets: list[xr.Dataset], *, eps_c: float, eps_rho: float,
 
     One block of rows per experiment, one row per configuration (with the count
     of seeds not stopped by their rule); columns ``kernel``, per layer
-    alignment (A), disalignment (D) and rescaling (R), and ``none`` (no flag
-    although the kernel moved). Colour: fraction of seeds with the flag.
+    alignment (A), disalignment (D) and rescaling (R), ``none`` (no flag
+    although the kernel moved) and, where a run diverged, ``diverged``.
+    Colour: fraction of seeds with the flag.
     """
     blocks = []
     for ds in datasets:
@@ -232,20 +259,22 @@ def plot_mechanisms(datasets: list[xr.Dataset], *, eps_c: float, eps_rho: float,
         last = int(ds["layer"].values[-1])
         # The last layer has no successor, hence no alignment of its own: rescaling only.
         cells = [(int(l), m) for l in ds["layer"].values for m in MECHANISMS if l < last or m == "rescaling"]
+        extra = ["none", "diverged"] if bool(flags["diverged"].any()) else ["none"]
         rows, labels = [], []
         for point in _points(ds, dims) or [{}]:
             flag = _drop_sweeps(flags.sel(point)).astype(float)
             values = [float(flag["kernel"].mean("seed"))]
             values += [float(flag[mechanism].sel(layer=layer).mean("seed")) for layer, mechanism in cells]
-            values.append(float(flag["none"].mean("seed")))
+            values += [float(flag[name].mean("seed")) for name in extra]
             rows.append(values)
             missed = int((_drop_sweeps(ds["converged"].sel(point)) == 0).sum())
             labels.append(_label(point) + (f" ({missed} not stopped by rule)" if missed else ""))
-        columns = ["kernel"] + [f"{layer}{mechanism[0].upper()}" for layer, mechanism in cells] + ["none"]
+        columns = ["kernel"] + [f"{layer}{mechanism[0].upper()}" for layer, mechanism in cells] + extra
         blocks.append((ds.attrs.get("experiment", ds.attrs.get("dataset", "")), np.array(rows), labels, columns))
     heights = [len(labels) for _, _, labels, _ in blocks]
-    figure, axes = new_figure(len(blocks), 1, width=6.0, height=1.0, gridspec_kw={"height_ratios": heights})
-    figure.set_size_inches(6.0, 0.9 + 0.17 * sum(heights) + 0.5 * len(blocks))
+    width = max(6.0, 3.5 + 0.3 * max(len(columns) for _, _, _, columns in blocks))
+    figure, axes = new_figure(len(blocks), 1, width=width, height=1.0, gridspec_kw={"height_ratios": heights})
+    figure.set_size_inches(width, 0.9 + 0.17 * sum(heights) + 0.6 * len(blocks))
     for ax, (name, matrix, labels, columns) in zip(axes[:, 0], blocks):
         image = ax.imshow(matrix, aspect="auto", cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
         ax.set_yticks(range(len(labels)), labels, fontsize=6)

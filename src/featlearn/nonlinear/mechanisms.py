@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from featlearn.nonlinear.variables import annotate
+from featlearn.nonlinear.variables import STOP_REASONS, annotate
 
 #: Series read at each run's stop_step by :func:`at_stop`, and the name of the value there.
 _FINALS = {
@@ -45,13 +45,15 @@ def mechanism_flags(ds: xr.Dataset, *, eps_c: float, eps_rho: float, eps_k: floa
     ``delta_zeta >= eps_c``, ``disalignment`` when ``delta_zeta <= -eps_c``,
     ``rescaling`` when ``|rho_final| >= eps_rho``. ``none`` marks a run with
     no flag at all: its kernel moved by ``eps_k`` or more, yet no layer's
-    alignment or norm changed by a threshold. ``zeta`` is unsigned, so for the
-    linear model it is ``|cos|`` and ``delta_zeta`` equals the solvable
-    model's ``delta_c`` whenever ``cos`` keeps the target's sign.
+    alignment or norm changed by a threshold. A run that diverged (its
+    ``stop_reason``) carries only the flag ``diverged``. ``zeta`` is unsigned,
+    so for the linear model it is ``|cos|`` and ``delta_zeta`` equals the
+    solvable model's ``delta_c`` whenever ``cos`` keeps the target's sign.
     """
     final = at_stop(ds)
-    kernel = final["ntk_change_final"] < eps_k
-    feature = ~kernel
+    diverged = ds["stop_reason"] == STOP_REASONS.index("diverged")
+    kernel = (final["ntk_change_final"] < eps_k) & ~diverged
+    feature = ~kernel & ~diverged
     flags = xr.Dataset(
         {
             "kernel": kernel,
@@ -62,6 +64,7 @@ def mechanism_flags(ds: xr.Dataset, *, eps_c: float, eps_rho: float, eps_k: floa
     )
     layer_flags = flags["alignment"] | flags["disalignment"] | flags["rescaling"]
     flags["none"] = feature & ~layer_flags.any("layer")
+    flags["diverged"] = diverged
     flags = flags.merge(final[["delta_zeta", "rho_final", "ntk_change_final"]])
     flags.attrs.update(eps_c=eps_c, eps_rho=eps_rho, eps_K=eps_k)
     return flags

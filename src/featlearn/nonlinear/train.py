@@ -461,7 +461,7 @@ def _select_learning_rates(
     ``validation`` holds datasets whose evaluation split is the validation
     split. A candidate whose selection runs all converged beats one with a run
     that did not; among equals the best mean validation score wins (ties: the
-    smaller learning rate). Returns ``({grid point: lr}, {name: array of shape
+    larger learning rate, which reaches the stop in fewer steps). Returns ``({grid point: lr}, {name: array of shape
     (grid dims..., lr_factor, selection_seed)})`` for ``score``, ``stop`` and
     ``converged``, and ``factor`` (grid dims): the chosen candidate.
     """
@@ -490,7 +490,7 @@ def _select_learning_rates(
     for index in np.ndindex(_grid_shape(spec)):
         scores = np.nan_to_num(sign * results["score"][index].mean(axis=-1), nan=-np.inf)
         converged = results["converged"][index].all(axis=-1)
-        best = max(range(len(selection.factors)), key=lambda k: (converged[k], scores[k], -selection.factors[k]))
+        best = max(range(len(selection.factors)), key=lambda k: (converged[k], scores[k], selection.factors[k]))
         point = _grid_point(spec, index)
         chosen[point] = spec.learning_rate(point[2], point[3], selection.factors[best])
         results["factor"][index] = selection.factors[best]
