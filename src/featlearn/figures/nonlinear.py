@@ -37,7 +37,8 @@ def _varying(ds: xr.Dataset, dims: tuple[str, ...]) -> list[str]:
 
 
 def _label(point: dict[str, Any]) -> str:
-    return ", ".join(f"{value}" if dim in ("setting", "activation", "parametrization") else f"{dim} {value:g}" for dim, value in point.items())
+    named = ("setting", "activation", "parametrization")
+    return ", ".join(f"{value}" if dim in named else f"{dim} {value:g}" for dim, value in point.items())
 
 
 def _drop_sweeps(data: xr.DataArray | xr.Dataset) -> xr.DataArray | xr.Dataset:
@@ -49,12 +50,28 @@ def _points(ds: xr.Dataset, dims: list[str]) -> list[dict[str, Any]]:
     return [dict(zip(dims, values)) for values in itertools.product(*(ds[d].values.tolist() for d in dims))]
 
 
-def _mark_stops(ax: Axes, stop_step: xr.DataArray, values: xr.DataArray, converged: xr.DataArray, colour) -> None:
-    """One marker per seed at (its stop step, its value there): a dot if its rule stopped it, else a cross."""
-    for seed in stop_step["seed"].values:
-        step, value = float(stop_step.sel(seed=seed)), float(values.sel(seed=seed))
-        marker = "o" if int(converged.sel(seed=seed)) else "x"
-        ax.scatter([step], [value], color=colour, marker=marker, s=14, zorder=3, linewidths=1)
+def _draw_seeds(ax: Axes, run: xr.Dataset, values: xr.DataArray, colour, label: str) -> None:
+    """Series ``values`` (``seed, step``) of one grid point: seed mean and min-max band, and each stop.
+
+    Each run's stop is a dot where its rule stopped it, else a cross. A diverged
+    run stays out of the mean and band: its finite part is dotted, with a cross
+    where it left the float range.
+    """
+    valid = _valid(run)
+    kept = values.where(valid)
+    ax.plot(run["step"], kept.mean("seed"), color=colour, label=label)
+    ax.fill_between(run["step"], kept.min("seed"), kept.max("seed"), color=colour, alpha=0.2, linewidth=0)
+    for seed in run["seed"].values:
+        stop = run["stop_step"].sel(seed=seed)
+        if bool(valid.sel(seed=seed)):
+            marker = "o" if int(run["converged"].sel(seed=seed)) else "x"
+            value = float(values.sel(seed=seed, step=stop))
+            ax.scatter([int(stop)], [value], color=colour, marker=marker, s=14, zorder=3)
+            continue
+        series = values.sel(seed=seed)
+        path = series.where(np.isfinite(series) & (run["step"] < stop), drop=True)
+        ax.plot(path["step"], path, color=colour, linestyle=":", linewidth=1)
+        ax.scatter(path["step"][-1:], path[-1:], color=colour, marker="x", s=14, zorder=3)
 
 
 def _not_converged(ds: xr.Dataset) -> int:
@@ -85,28 +102,17 @@ def plot_zeta(datasets: list[xr.Dataset]) -> Figure:
     scales = ds["init_scale"].values
     colours = colormaps["viridis"](np.linspace(0.0, 0.9, len(scales)))
     steps = ds["step"].values
-    finite = ds["zeta"].where(np.isfinite(ds["zeta"]))
-    top = min(1.02, 1.1 * float(max(finite.where(_valid(ds)).max(), ds["zeta_theory"].max() if "zeta_theory" in ds else 0.0)))
+    largest = float(ds["zeta"].where(_valid(ds)).max())
+    top = min(1.02, 1.1 * max(largest, float(ds["zeta_theory"].max()) if "zeta_theory" in ds else 0.0))
     for (i, row), (j, (activation, layer)) in itertools.product(enumerate(rows), enumerate(columns)):
         ax = axes[i, j]
         select = {**row, **({"activation": activation} if "activation" in ds["zeta"].dims else {})}
         for scale, colour in zip(scales, colours):
             run = ds.sel(select).sel(init_scale=scale)
-            valid = _valid(run)
-            zeta = run["zeta"].sel(layer=layer)
-            kept = zeta.where(valid)
-            ax.plot(steps, kept.mean("seed"), color=colour, label=f"init {scale:g}")
-            ax.fill_between(steps, kept.min("seed"), kept.max("seed"), color=colour, alpha=0.2, linewidth=0)
-            _mark_stops(ax, run["stop_step"].where(valid, drop=True), zeta.sel(step=run["stop_step"]).where(valid, drop=True),
-                        run["converged"].where(valid, drop=True), colour)
-            # a diverged run: its finite part, dotted, and a cross where it left the float range
-            for seed in run["seed"].values[~valid.values]:
-                path = zeta.sel(seed=seed).where(np.isfinite(zeta.sel(seed=seed)) & (run["step"] < run["stop_step"].sel(seed=seed)), drop=True)
-                ax.plot(path["step"], path, color=colour, linestyle=":", linewidth=1)
-                if path.size:
-                    ax.scatter(path["step"][-1:], path[-1:], color=colour, marker="x", s=14, zorder=3)
+            _draw_seeds(ax, run, run["zeta"].sel(layer=layer), colour, f"init {scale:g}")
             if "zeta_theory" in ds:
-                ax.plot(steps, run["zeta_theory"].where(valid).mean("seed"), color=colour, linestyle="--", linewidth=1)
+                theory = run["zeta_theory"].where(_valid(run)).mean("seed")
+                ax.plot(steps, theory, color=colour, linestyle="--", linewidth=1)
         ax.set_xscale("symlog", linthresh=1)
         # Values are held after each run's stop: the axis ends a little after the last stop.
         ax.set_xlim(0, min(steps[-1], 1.5 * float(ds["stop_step"].max())))
@@ -145,7 +151,8 @@ def plot_ntk_width(datasets: list[xr.Dataset]) -> Figure:
         values = _drop_sweeps(change.where(_valid(ds)).sel(point)).transpose("width", "seed")
         converged = _drop_sweeps(ds["converged"].sel(point)).transpose("width", "seed")
         slope, error = loglog_slope(np.broadcast_to(widths[:, None], values.shape), values.values)
-        line = ax.plot(widths, values.mean("seed"), marker="o", label=f"{_label(point)}: slope {slope:.2f} ± {error:.2f}")
+        label = f"{_label(point)}: slope {slope:.2f} ± {error:.2f}"
+        line = ax.plot(widths, values.mean("seed"), marker="o", label=label)
         for seed in values["seed"].values:
             for rule_stopped, marker in ((1, "o"), (0, "x")):
                 keep = converged.sel(seed=seed).values == rule_stopped
@@ -174,7 +181,7 @@ def plot_accuracy(datasets: list[xr.Dataset]) -> Figure:
     """Test accuracy at the stopping point and the mechanism measures against init scale.
 
     One colour per dataset (and parametrization, width). Top row: test
-    accuracy (seed mean, error bar: seed standard deviation; crosses: runs not
+    accuracy (seed mean, error bar: sample standard deviation over seeds; crosses: runs not
     stopped by their rule); the validation accuracy of every candidate learning
     rate of the selection (the chosen one circled); the NTK change; test
     accuracy against the NTK change. Bottom row, one line style per layer:
@@ -196,22 +203,25 @@ def plot_accuracy(datasets: list[xr.Dataset]) -> Figure:
             label += f", {run.sizes['seed']} seeds"
             if int((~_valid(run)).sum()):
                 label += f" ({int((~_valid(run)).sum())} diverged, left out)"
-            axes[0, 0].errorbar(scales, accuracy.mean("seed"), yerr=accuracy.std("seed"), marker="o", capsize=3,
+            axes[0, 0].errorbar(scales, accuracy.mean("seed"), yerr=accuracy.std("seed", ddof=1), marker="o", capsize=3,
                                 color=colour, label=label)
             missed = run["converged"] == 0
             axes[0, 0].scatter(np.broadcast_to(scales[:, None], accuracy.shape)[missed.values],
                                accuracy.values[missed.values], marker="x", color=colour)
             if "validation_score" in run and ds.attrs.get("selection_metric") == "accuracy":
                 # candidates whose selection runs did not all converge are not drawn
-                score = run["validation_score"].where(run["validation_converged"] == 1).mean("selection_seed", skipna=False)
+                score = run["validation_score"].where(run["validation_converged"] == 1)
+                score = score.mean("selection_seed", skipna=False)
                 count = run.sizes["lr_factor"]
                 for k, factor in enumerate(run["lr_factor"].values):
+                    shade = 0.3 + 0.7 * k / max(1, count - 1)
                     axes[0, 1].plot(scales, score.isel(lr_factor=k), color=colour, linewidth=1, marker=".",
-                                    alpha=0.3 + 0.7 * k / max(1, count - 1), label=f"{ds.attrs.get('dataset')} lr x{factor:g}")
+                                    alpha=shade, label=f"{ds.attrs.get('dataset')} lr x{factor:g}")
                 chosen = score.sel(lr_factor=run["lr_factor_selected"])
                 axes[0, 1].scatter(scales, chosen, s=60, facecolors="none", edgecolors=colour)
             change = measures["ntk_change_final"]
-            axes[0, 2].errorbar(scales, change.mean("seed"), yerr=change.std("seed"), marker="o", capsize=3, color=colour)
+            axes[0, 2].errorbar(scales, change.mean("seed"), yerr=change.std("seed", ddof=1), marker="o", capsize=3,
+                                color=colour)
             axes[0, 3].scatter(change.values.ravel(), accuracy.values.ravel(), color=colour, s=12)
             for (name, _, _), ax in zip(_MEASURE_PANELS, axes[1]):
                 for layer, style in zip(measures["layer"].values, itertools.cycle(_LAYER_STYLES)):

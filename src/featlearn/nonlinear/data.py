@@ -274,7 +274,7 @@ def load_dataset(
         Otherwise the last ``n_validation`` training samples are the evaluation
         set and the others the training set; the test split is not returned.
     """
-    split = {"n_train": spec.n_train, "n_test": spec.n_test, "split_seed": spec.split_seed, "n_validation": n_validation}
+    split = dict(n_train=spec.n_train, n_test=spec.n_test, split_seed=spec.split_seed, n_validation=n_validation)
     if spec.name == "teacher":
         scale = spec.target_scale if target_scale is None else target_scale
         return teacher(input_dim=spec.input_dim, task=spec.task, target_scale=scale, noise_std=spec.noise_std, **split)

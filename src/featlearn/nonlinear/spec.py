@@ -264,7 +264,8 @@ class ExperimentSpec:
             if setting.init_correlation != 0.0 and not (teacher and self.depth == 2):
                 problems.append((f"settings.{setting.name}.init_correlation", "needs the teacher dataset and depth 2"))
             if setting.target_scale is not None and not teacher:
-                problems.append((f"settings.{setting.name}.target_scale", "only the teacher dataset has a target scale"))
+                field = f"settings.{setting.name}.target_scale"
+                problems.append((field, "only the teacher dataset has a target scale"))
 
         train_pool, test_pool, found = _capacity(dataset, cifar10_path)
         problems.extend(found)
@@ -273,7 +274,8 @@ class ExperimentSpec:
             problems.append(("dataset", f"n_train + n_test = {total} exceeds the {train_pool} {dataset.name} samples"))
         if test_pool is not None:
             if dataset.n_train > train_pool:
-                problems.append(("dataset.n_train", f"{dataset.n_train} exceeds the {train_pool} CIFAR-10 training images found"))
+                found_images = f"the {train_pool} CIFAR-10 training images found"
+                problems.append(("dataset.n_train", f"{dataset.n_train} exceeds {found_images}"))
             if dataset.n_test > test_pool:
                 problems.append(("dataset.n_test", f"{dataset.n_test} exceeds the {test_pool} CIFAR-10 test images"))
 

@@ -307,9 +307,6 @@ def train_runs(
     full_batch = spec.batch_size is None or spec.batch_size == len(x_train)
     samplers = [] if full_batch else [_Sampler(len(x_train), spec.batch_size, g) for g in generators]
 
-    names = ["train_loss", "test_loss", "test_accuracy"]
-    if measure:
-        names += ["zeta", "rho", "distance", "ntk_change", "layer_ntk_change"]
     series: dict[str, np.ndarray] = {}
     initial = model.subset(torch.arange(len(runs)))
     initial_weights = initial.effective_weights()
@@ -419,13 +416,17 @@ def _train_all(
     """Train ``runs`` in stacks of one architecture; each run's ``(series, stop step, stop reason)``."""
     results = {}
     for setting, activation, width in itertools.product(spec.settings, spec.activation, spec.width):
-        group = [r for r in runs if (r.point.setting, r.point.activation, r.point.width) == (setting.name, activation, width)]
+        architecture = (setting.name, activation, width)
+        group = [r for r in runs if (r.point.setting, r.point.activation, r.point.width) == architecture]
         dataset = datasets[setting.name]
         samples = min(spec.batch_size or len(dataset.x_train), len(dataset.x_train))
         size = runs_per_batch(samples, width) if batch_runs else 1
         for start in range(0, len(group), size):
             batch = group[start : start + size]
-            label = f"{role} setting={setting.name} activation={activation} width={width} runs {start + 1}-{start + len(batch)}/{len(group)}"
+            label = (
+                f"{role} setting={setting.name} activation={activation} width={width} "
+                f"runs {start + 1}-{start + len(batch)}/{len(group)}"
+            )
             trained = train_runs(spec, dataset, batch, setting, measure=measure, progress=progress, label=label)
             for row, run in enumerate(batch):
                 series = {name: values[row] for name, values in trained.series.items()}
@@ -434,6 +435,7 @@ def _train_all(
 
 
 def _grid_shape(spec: ExperimentSpec) -> tuple[int, ...]:
+    """Sizes of the sweep dimensions :data:`SWEEP_DIMS`."""
     return (len(spec.settings), len(spec.activation), len(spec.parametrization), len(spec.width), len(spec.init_scale))
 
 
@@ -461,9 +463,10 @@ def _select_learning_rates(
     ``validation`` holds datasets whose evaluation split is the validation
     split. A candidate whose selection runs all converged beats one with a run
     that did not; among equals the best mean validation score wins (ties: the
-    larger learning rate, which reaches the stop in fewer steps). Returns ``({grid point: lr}, {name: array of shape
-    (grid dims..., lr_factor, selection_seed)})`` for ``score``, ``stop`` and
-    ``converged``, and ``factor`` (grid dims): the chosen candidate.
+    larger learning rate, which reaches the stop in fewer steps). Returns
+    ``({grid point: lr}, results)``: ``score``, ``stop`` and ``converged`` of
+    shape ``(grid dims..., lr_factor, selection_seed)`` and ``factor`` (grid
+    dims), the chosen candidate.
     """
     selection = spec.lr_selection
     candidates = {
@@ -614,10 +617,11 @@ def _assemble(
     ds["init_correlation"] = ("setting", [s.init_correlation for s in spec.settings])
     first = next(iter(datasets.values()))
     if first.name == "teacher":
-        ds["target_scale"] = ("setting", [s.target_scale if s.target_scale is not None else spec.dataset.target_scale
-                                          for s in spec.settings])
+        scales = [spec.dataset.target_scale if s.target_scale is None else s.target_scale for s in spec.settings]
+        ds["target_scale"] = ("setting", scales)
     ds = ds.set_coords([name for name in ("init_correlation", "target_scale") if name in ds])
-    ds = ds.merge(at_stop(ds)[["delta_zeta", "rho_final", "distance_final", "ntk_change_final", "layer_ntk_change_final"]])
+    measures = ["delta_zeta", "rho_final", "distance_final", "ntk_change_final", "layer_ntk_change_final"]
+    ds = ds.merge(at_stop(ds)[measures])
     stop = spec.stop
     ds.attrs.update(
         dataset=first.name,
@@ -630,15 +634,21 @@ def _assemble(
         loss=spec.loss,
         depth=spec.depth,
         lr=spec.describe_lr(),
-        lr_selection=f"best validation {spec.lr_selection.metric} of {spec.lr_selection.seeds} seed(s) per candidate "
-        "(converged candidates first)" if spec.lr_selection else "none: the configured lr",
+        lr_selection=(
+            f"best mean validation {spec.lr_selection.metric} of {spec.lr_selection.seeds} seed(s) per candidate, "
+            "candidates whose runs all converged first, ties to the larger lr"
+            if spec.lr_selection
+            else "none: the configured lr"
+        ),
         max_steps=stop.max_steps,
         loss_target=stop.loss_target if stop.loss_target is not None else "none",
-        plateau=f"window {stop.plateau_window} steps, tolerance {stop.plateau_tolerance}" if stop.plateau_window else "none",
+        plateau=(
+            f"window {stop.plateau_window} steps, tolerance {stop.plateau_tolerance}" if stop.plateau_window else "none"
+        ),
         check_every=stop.check_every,
         steps_after_stop="held at the run's stop_step value (the run is frozen)",
         batch_size=spec.batch_size if spec.batch_size is not None else "full",
-        probe_size=min(spec.probe_size, len(first.x_train)),
+        probe_size=spec.probe_size,
         dtype=spec.dtype,
     )
     if spec.lr_selection:

@@ -21,14 +21,18 @@ ATTRS: dict[str, tuple[str, str]] = {
     "rho": ("rescaling rho_l = log(|W_l(t)|_F / |W_l(0)|_F)", "1"),
     "distance": ("relative distance travelled |W_l(t) - W_l(0)|_F / |W_l(0)|_F", "1"),
     "ntk_change": ("relative change of the empirical NTK on the probe batch, |K_t - K_0|_F / |K_0|_F", "1"),
-    "layer_ntk_change": ("relative change of layer l's part of the empirical NTK, |K_l,t - K_l,0|_F / |K_l,0|_F", "1"),
+    "layer_ntk_change": (
+        "relative change of layer l's part of the empirical NTK, |K_l,t - K_l,0|_F / |K_l,0|_F", "1"
+    ),
     "train_loss": ("training loss (full training set)", "1"),
     "test_loss": ("test loss", "1"),
     "test_accuracy": ("test accuracy (NaN for regression)", "1"),
     "zeta_theory": ("|cos(u, w)| predicted by the solvable linear model's gradient flow (docs/model.md)", "1"),
     # one value per run
     "stop_step": ("training step at which the run stopped (its stopping rule or the max_steps guard)", "1"),
-    "converged": ("1 when the stopping rule (loss target or plateau) stopped the run, 0 when the guard did or it diverged", "1"),
+    "converged": (
+        "1 when the stopping rule (loss target or plateau) stopped the run, 0 when the guard did or it diverged", "1"
+    ),
     "stop_reason": ("why the run stopped", "1"),
     # measures at the stopping point (per run, per layer)
     "delta_zeta": (f"alignment change zeta_l(T) - zeta_l(0), T {_AT_STOP}", "1"),
@@ -39,10 +43,16 @@ ATTRS: dict[str, tuple[str, str]] = {
     "test_accuracy_final": (f"test accuracy {_AT_STOP} (NaN for regression)", "1"),
     "train_loss_final": (f"training loss {_AT_STOP}", "1"),
     # per grid point
-    "lr_selected": ("base learning rate the runs trained with (chosen on the validation split when lr_selection is set)", "1"),
-    "stop_loss": ("training loss at or below which the loss-target rule stops a run (loss_target x zero-output loss)", "1"),
+    "lr_selected": (
+        "base learning rate the runs trained with (chosen on the validation split when lr_selection is set)", "1"
+    ),
+    "stop_loss": (
+        "training loss at or below which the loss-target rule stops a run (loss_target x zero-output loss)", "1"
+    ),
     # learning-rate selection runs (validation split, never the test split)
-    "validation_score": ("validation accuracy (or loss, see attribute selection_metric) of a selection run at its stop_step", "1"),
+    "validation_score": (
+        "validation accuracy (or loss, see attribute selection_metric) of a selection run at its stop_step", "1"
+    ),
     "validation_stop_step": ("training step at which a learning-rate selection run stopped", "1"),
     "validation_converged": ("1 when the stopping rule stopped a learning-rate selection run", "1"),
     "lr_factor_selected": ("lr_factor of the chosen candidate learning rate", "1"),
