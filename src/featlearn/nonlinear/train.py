@@ -533,6 +533,7 @@ def run_experiment(
     ValueError
         The spec's problems (:func:`~featlearn.nonlinear.spec.spec_problems`), one per line.
     """
+    started, cpu_started = time.perf_counter(), time.process_time()
     if not isinstance(spec, ExperimentSpec):
         spec = ExperimentSpec.from_mapping(spec)
     problems = spec.problems(cifar10_path=cifar10_path)
@@ -558,6 +559,13 @@ def run_experiment(
         chosen = {p.grid_point: spec.learning_rate(p.parametrization, p.width) for p in grid(spec, 1)}
     runs = [Run(point, chosen[point.grid_point]) for point in grid(spec)]
     trained = _train_all(spec, datasets, runs, measure=True, batch_runs=batch_runs, progress=progress, role="train")
+    if progress is not None:
+        # CPU time beside wall time: with one torch thread it is the job's cost on an idle core.
+        converged = sum(reason in (LOSS_TARGET, PLATEAU) for _, _, reason in trained.values())
+        progress(
+            f"{len(runs)} runs trained ({converged} stopped by their rule) in {time.perf_counter() - started:.0f} s, "
+            f"{time.process_time() - cpu_started:.0f} s CPU"
+        )
     return _assemble(spec, datasets, runs, trained, chosen, selection)
 
 
