@@ -125,10 +125,11 @@ def plot_zeta(datasets: list[xr.Dataset]) -> Figure:
             ax.set_ylabel(r"$\zeta_l$")
     title = "dashed: linear theory; " + GUARD_NOTE if "zeta_theory" in ds else GUARD_NOTE
     axes[0, 0].legend(fontsize=6, title=title, title_fontsize=5)
+    diverged = int((~_valid(ds)).sum())
     figure.suptitle(
         f"{ds.attrs.get('experiment', '')} ({ds.attrs.get('dataset', '')}, depth {ds.attrs.get('depth', '')}); "
-        f"{_not_converged(ds)} of {ds['converged'].size} runs not stopped by their rule "
-        f"({int((~_valid(ds)).sum())} diverged, dotted)",
+        f"{_not_converged(ds)} of {ds['converged'].size} runs not stopped by their rule"
+        + (f" ({diverged} diverged, dotted)" if diverged else ""),
         fontsize=9,
     )
     return figure
