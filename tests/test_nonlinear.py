@@ -450,9 +450,10 @@ def test_training_reports_progress_as_it_goes():
     messages = []
     run_experiment(experiment(steps=200, stop={"check_every": 5}, seeds=1), progress=messages.append)
     steps = [int(m.split("step ")[1].split("/")[0]) for m in messages if "step " in m]
-    # every tenth of the budget, before the group's closing line
+    # every tenth of the budget, then the stack's closing line and the experiment's
     assert len(steps) >= 10 and steps[0] == 0 and steps[-1] == 200 and steps == sorted(steps)
-    assert "train loss" in messages[0] and "done" in messages[-1]
+    assert "train loss" in messages[0] and "done" in messages[-2]
+    assert messages[-1].startswith("1 runs trained (0 stopped by their rule)") and "CPU" in messages[-1]
 
 
 # ---------------------------------------------------------------------------
