@@ -165,6 +165,7 @@ def swept() -> dict[str, Any]:
         "init_scale": [1.0],
         "steps": 2,
         "lr": 0.1,
+        "probe_size": 4,
     }
     teacher = {"input_dim": 1, "task": "regression", "target_scale": 1.0, "n_train": 8, "n_test": 8}
     panel = {"experiment": "grid", "select": {"parametrization": "ntk", "width": 10, "rho": 0.0}}
@@ -199,6 +200,11 @@ def swept_with(change) -> dict[str, Any]:
     config = swept()
     change(config)
     return config
+
+
+def net_with(**changes: Any) -> dict[str, Any]:
+    """``swept()`` with its nonlinear experiment ``net`` changed."""
+    return swept_with(lambda config: config["nonlinear"]["experiments"]["net"].update(changes))
 
 
 def renamed_nonlinear(name: str) -> dict[str, Any]:
@@ -339,10 +345,38 @@ MALFORMED |= {
         "nonlinear.experiments.net.dataset.name",
         ["'imagenet'", "teacher, mnist, digits, cifar10"],
     ),
-    "image_data_set_missing_key": (
-        swept_with(lambda c: c["nonlinear"]["experiments"]["net"].update(dataset={"name": "mnist", "n_train": 8})),
-        "nonlinear.experiments.net.dataset.n_test",
-        ["required"],
+    # 7. nonlinear consistency and data, checked at DAG build (featlearn.nonlinear.spec.spec_problems)
+    "cross_entropy_on_regression": (
+        net_with(loss="cross_entropy"), "nonlinear.experiments.net.loss", ["needs a classification dataset"]
+    ),
+    "lr_multipliers_of_the_wrong_length": (
+        net_with(lr_multipliers=[1.0, 1.0, 1.0]),
+        "nonlinear.experiments.net.lr_multipliers",
+        ["one value per layer (2), got 3"],
+    ),
+    "init_correlation_with_depth_3": (
+        net_with(depth=3, settings={"tilted": {"init_correlation": 0.5}}),
+        "nonlinear.experiments.net.settings.tilted.init_correlation",
+        ["depth 2"],
+    ),
+    "more_digits_than_mnist_has": (
+        net_with(dataset={"name": "mnist", "n_train": 4500, "n_test": 1000}, loss="cross_entropy"),
+        "nonlinear.experiments.net.dataset",
+        ["n_train + n_test = 5500 exceeds the 5000 mnist samples"],
+    ),
+    "cifar10_folder_that_does_not_exist": (
+        swept_with(
+            lambda c: c["nonlinear"].update(
+                cifar10_path="/nonexistent/cifar-10-batches-py",
+                experiments={"net": {**c["nonlinear"]["experiments"]["net"], "loss": "cross_entropy",
+                                     "dataset": {"name": "cifar10", "n_train": 8, "n_test": 8}}},
+            )
+        ),
+        "nonlinear.experiments.net.dataset",
+        ["is not a folder"],
+    ),
+    "batch_larger_than_the_training_set": (
+        net_with(batch_size=64), "nonlinear.experiments.net.batch_size", ["64 exceeds the 8 training samples"]
     ),
 }  # fmt: skip
 

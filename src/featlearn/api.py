@@ -289,7 +289,6 @@ def train(
     >>> ds["zeta"].dims[-1]
     'layer'
     """
-    from featlearn import contract
     from featlearn.nonlinear.train import run_experiment
 
     config, name = _experiment_config(spec, name, "nonlinear")
@@ -303,7 +302,7 @@ def train(
     provenance = {"experiment": experiment, "cifar10_path": folder}
     ds.attrs.update(io.provenance_attrs(f"featlearn nonlinear: {name}", "torch-gd", provenance))
     ds.attrs["experiment"] = name
-    return contract.annotate(ds, "nonlinear")
+    return ds
 
 
 def figure(name: str, /, **arguments: Any) -> Figure:

@@ -218,17 +218,19 @@ def _train(args: argparse.Namespace) -> int:
             raise InputError(f"--settings: missing key {key!r} (expected: name, experiment, cifar10_path)")
     import torch
 
-    from featlearn import contract, io
+    from featlearn import io
+    from featlearn.nonlinear.spec import ExperimentSpec
     from featlearn.nonlinear.train import run_experiment
 
     torch.set_num_threads(args.threads)
-    spec, cifar10_path = settings["experiment"], settings["cifar10_path"]
+    mapping, cifar10_path = settings["experiment"], settings["cifar10_path"]
+    spec = _built(ExperimentSpec.from_mapping, mapping, "a resolved nonlinear experiment")
     ds = run_experiment(spec, cifar10_path=cifar10_path, progress=lambda message: print(message, file=sys.stderr))
     # The runs depend on their experiment's spec (and the CIFAR-10 folder), nothing else of the config.
-    provenance = {"experiment": spec, "cifar10_path": cifar10_path}
+    provenance = {"experiment": mapping, "cifar10_path": cifar10_path}
     ds.attrs.update(io.provenance_attrs(f"featlearn nonlinear: {settings['name']}", "torch-gd", provenance))
     ds.attrs["experiment"] = settings["name"]
-    io.write_netcdf(contract.annotate(ds, "nonlinear"), args.output)
+    io.write_netcdf(ds, args.output)
     return 0
 
 

