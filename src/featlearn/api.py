@@ -285,7 +285,8 @@ def train(
     --------
     >>> ds = fl.train({"dataset": {"name": "teacher", "input_dim": 1, "task": "regression", "target_scale": 1.0,
     ...                            "n_train": 8, "n_test": 8}, "width": [64], "activation": ["relu"],
-    ...                "parametrization": ["mean_field"], "init_scale": [1.0], "steps": 5, "lr": 0.1})
+    ...                "parametrization": ["mean_field"], "init_scale": [1.0], "steps": 5, "lr": 0.1,
+    ...                "probe_size": 4})
     >>> ds["zeta"].dims[-1]
     'layer'
     """

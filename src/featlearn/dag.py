@@ -28,7 +28,6 @@ import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +50,16 @@ def _source_path(module: str) -> Path | None:
     return None
 
 
-@functools.cache
-def _tree(module: str) -> ast.Module:
+def _tree_source(module: str) -> str:
     path = _source_path(module)
     if path is None:
         raise ValueError(f"no Python source for module {module!r}")
-    return ast.parse(path.read_text())
+    return path.read_text()
+
+
+@functools.cache
+def _tree(module: str) -> ast.Module:
+    return ast.parse(_tree_source(module))
 
 
 def _imported_modules(module: str, nodes: Iterable[ast.AST]) -> set[str]:
@@ -141,10 +144,9 @@ def _module_level(tree: ast.Module) -> Iterator[ast.AST]:
             yield from _executed(node)
 
 
-def _without_docstrings(node: ast.AST) -> ast.AST:
-    """A copy of ``node`` with the docstrings of every module, class and function removed."""
-    copy = deepcopy(node)
-    for inner in ast.walk(copy):
+def _strip_docstrings(tree: ast.Module) -> None:
+    """Remove, in place, the docstrings of the module and of every class and function in it."""
+    for inner in ast.walk(tree):
         body = getattr(inner, "body", None)
         if (
             isinstance(inner, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
@@ -154,25 +156,36 @@ def _without_docstrings(node: ast.AST) -> ast.AST:
             and isinstance(body[0].value.value, str)
         ):
             inner.body = body[1:] or [ast.Pass()]
-    return copy
 
 
-def _fingerprint(node: ast.AST) -> bytes:
-    """The syntax tree of ``node`` without docstrings, positions or formatting."""
-    return ast.dump(_without_docstrings(node), include_attributes=False).encode()
+@functools.cache
+def _statement_fingerprints(module: str) -> tuple[tuple[str | None, bytes], ...]:
+    """Each top-level statement of ``module``: (its function's name, or None; its syntax tree
+    without docstrings, positions or formatting)."""
+    tree = ast.parse(_tree_source(module))  # a fresh tree: stripped in place
+    _strip_docstrings(tree)
+    return tuple(
+        (node.name if isinstance(node, ast.FunctionDef) else None, ast.dump(node, include_attributes=False).encode())
+        for node in tree.body
+    )
 
 
+@functools.cache
 def code_version(command: str, *modules: str) -> str:
-    """Short SHA-256 of what ``featlearn COMMAND`` runs, plus ``modules`` (see the module docstring)."""
+    """Short SHA-256 of what ``featlearn COMMAND`` runs, plus ``modules`` (see the module docstring).
+
+    Cached: the workflow asks once per rule, and the sources do not change while it builds its DAG.
+    """
     cli_tree = _tree(CLI)
     functions = _cli_functions(command)
-    cli_part = ast.Module(
-        body=[n for n in cli_tree.body if not isinstance(n, ast.FunctionDef)] + functions, type_ignores=[]
-    )
+    chosen = {function.name for function in functions}
     imported = _imported_modules(CLI, [*_module_level(cli_tree), *(n for f in functions for n in _executed(f))])
-    digest = hashlib.sha256(CLI.encode() + b"\0" + _fingerprint(cli_part) + b"\0")
-    for name in module_closure({*imported, *modules}):
-        digest.update(name.encode() + b"\0" + _fingerprint(_tree(name)) + b"\0")
+    digest = hashlib.sha256(CLI.encode() + b"\0")
+    for name, fingerprint in _statement_fingerprints(CLI):
+        if name is None or name in chosen:
+            digest.update(fingerprint + b"\0")
+    for module in module_closure({*imported, *modules}):
+        digest.update(module.encode() + b"\0" + b"".join(f for _, f in _statement_fingerprints(module)) + b"\0")
     return digest.hexdigest()[:16]
 
 

@@ -270,6 +270,8 @@ def save_figure(figure: Any, path: str | os.PathLike[str]) -> list[Path]:
         (png.with_suffix(".pdf"), {"metadata": {"CreationDate": None}}),
     ):
         with atomic_path(target) as tmp:
-            figure.savefig(tmp, format=target.suffix[1:], bbox_inches="tight", **kwargs)
+            # Constrained layout already fits everything in (outside legends included): no
+            # "tight" bounding box, which costs a second rendering of every file.
+            figure.savefig(tmp, format=target.suffix[1:], **kwargs)
         written.append(target)
     return written

@@ -37,7 +37,6 @@ from typing import NamedTuple
 import numpy as np
 import xarray as xr
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from featlearn import contract
 from featlearn.contract import MAGNITUDES, PRIMARY_LABELS
@@ -269,6 +268,8 @@ def width_scaling(mechanisms: xr.Dataset) -> xr.Dataset:
     (p), ``width_exponent_stderr`` and ``width_prefactor`` (C), with a
     ``magnitude`` dim listing :data:`MAGNITUDES`.
     """
+    from scipy.stats import linregress  # only width sweeps need it: other jobs skip its import time
+
     log_width = np.log(mechanisms["width"].values.astype(float))
     rms = xr.concat([seed_rms(mechanisms[name]) for name in MAGNITUDES], dim="magnitude")
     rms = rms.assign_coords(magnitude=list(MAGNITUDES))
@@ -277,7 +278,7 @@ def width_scaling(mechanisms: xr.Dataset) -> xr.Dataset:
         usable = np.isfinite(values) & (values > 0)
         if usable.sum() < 3:
             return np.nan, np.nan, np.nan
-        result = stats.linregress(log_width[usable], np.log(values[usable]))
+        result = linregress(log_width[usable], np.log(values[usable]))
         return result.slope, result.stderr, np.exp(result.intercept)
 
     exponent, stderr, prefactor = xr.apply_ufunc(

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import seaborn as sns
 import xarray as xr
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
@@ -21,6 +20,7 @@ from featlearn import mechanism_detection
 from featlearn.contract import MAGNITUDES, PRIMARY_LABELS
 from featlearn.errors import InputError
 from featlearn.figures.style import new_figure
+from featlearn.figures.style import palette as colours
 
 #: One colour per primary label (kernel grey-blue, mechanisms distinct, diverged black).
 LABEL_COLOURS = dict(zip(PRIMARY_LABELS, ("#8da0cb", "#66c2a5", "#fc8d62", "#e78ac3", "#222222")))
@@ -196,7 +196,7 @@ def mechanism_width_scaling(*, mechanisms: xr.Dataset, select: Mapping[str, Any]
         raise InputError(f"width scaling draws one line per value of one dim; fix {series_dims[1:]} with 'select'")
     ds = ds.sel(dict(select or {}))
     series = list(ds[series_dims[0]].values) if series_dims else [None]
-    palette = dict(zip(series, sns.color_palette("tab10", len(series))))
+    palette = dict(zip(series, colours("tab10", len(series))))
     figure, axes = new_figure(1, len(MAGNITUDES), width=3.3, height=3.0, sharex=True)
     widths = ds["width"].values.astype(float)
     for ax, name in zip(axes[0], MAGNITUDES):

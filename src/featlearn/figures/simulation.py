@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import seaborn as sns
 import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from featlearn.figures.style import new_figure
+from featlearn.figures.style import palette as colours
 
 _LINESTYLES = {"flow": "-", "gd": "--", "explicit": ":"}
 _QUANTITIES = (
@@ -38,7 +38,7 @@ def solver_comparison(*, trajectories: Sequence[xr.Dataset], seed: int = 0) -> F
         list(trajectories[0]["parametrization"].values) if "parametrization" in trajectories[0].dims else [None]
     )
     widths = sorted({int(w) for ds in trajectories for w in np.atleast_1d(ds["width"].values)})
-    palette = dict(zip(widths, sns.color_palette("viridis", len(widths))))
+    palette = dict(zip(widths, colours("viridis", len(widths))))
     figure, axes = new_figure(len(_QUANTITIES), len(parametrizations), sharex=True)
     for column, parametrization in enumerate(parametrizations):
         for ds in trajectories:

@@ -85,6 +85,11 @@ def _phase_figure(name: str, reads: Mapping[str, Count], options: tuple[str, ...
     return instances
 
 
+def _phase_entry(name: str, reads: Mapping[str, Count], options: tuple[str, ...] = ("x", "y")) -> FigureEntry:
+    """A phase figure (module ``figures.phases``), configured as ``phases.figures.<name>``."""
+    return FigureEntry(name, "phases", reads, options, "Phases", _phase_figure(name, reads, options))
+
+
 def _solver_comparison(config: Mapping[str, Any]) -> Iterator[FigureJob]:
     spec = config["figures"].get("solver_comparison")
     if spec is not None:
@@ -182,9 +187,7 @@ FIGURES: tuple[FigureEntry, ...] = (
         _mechanism_width_scaling,
     ),
     *(
-        FigureEntry(
-            name, "phases", {"phases": "one"}, ("x", "y"), "Phases", _phase_figure(name, {"phases": "one"}, ("x", "y"))
-        )
+        _phase_entry(name, {"phases": "one"})
         for name in (
             "phases_diagram_scale",
             "phases_diagram_imbalance",
@@ -193,30 +196,9 @@ FIGURES: tuple[FigureEntry, ...] = (
             "phases_gd_step",
         )
     ),
-    FigureEntry(
-        "phases_kernel_change_width",
-        "phases",
-        {"trajectories": "one", "phases": "one"},
-        (),
-        "Phases",
-        _phase_figure("phases_kernel_change_width", {"trajectories": "one", "phases": "one"}, ()),
-    ),
-    FigureEntry(
-        "phases_learning_time",
-        "phases",
-        {"trajectories": "one", "phases": "one"},
-        (),
-        "Phases",
-        _phase_figure("phases_learning_time", {"trajectories": "one", "phases": "one"}, ()),
-    ),
-    FigureEntry(
-        "phases_kernel_change_map",
-        "phases",
-        {"trajectories": "one"},
-        ("x", "y"),
-        "Phases",
-        _phase_figure("phases_kernel_change_map", {"trajectories": "one"}, ("x", "y")),
-    ),
+    _phase_entry("phases_kernel_change_width", {"trajectories": "one", "phases": "one"}, ()),
+    _phase_entry("phases_learning_time", {"trajectories": "one", "phases": "one"}, ()),
+    _phase_entry("phases_kernel_change_map", {"trajectories": "one"}),
     FigureEntry(
         "nonlinear_zeta", "nonlinear", {"nonlinear": "one"}, (), "Nonlinear", _nonlinear_each("nonlinear_zeta")
     ),
