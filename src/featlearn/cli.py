@@ -215,50 +215,50 @@ def _phases(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _trained(
+    args: argparse.Namespace,
+    key: str,
+    build: Callable[[Mapping[str, Any]], Any],
+    run: Callable[..., Any],
+    label: str,
+    solver: str,
+) -> int:
+    """Train the runs of one resolved nonlinear entry (``--settings {name, KEY, cifar10_path}``) and write them.
+
+    ``build`` types the mapping, ``run`` trains it; the runs depend on the
+    entry (and the CIFAR-10 folder), nothing else of the configuration.
+    """
     settings = _settings(args.settings)
-    for key in ("name", "experiment", "cifar10_path"):
-        if key not in settings:
-            raise InputError(f"--settings: missing key {key!r} (expected: name, experiment, cifar10_path)")
+    for required in ("name", key, "cifar10_path"):
+        if required not in settings:
+            raise InputError(f"--settings: missing key {required!r} (expected: name, {key}, cifar10_path)")
     import torch
 
     from featlearn import io
+
+    torch.set_num_threads(args.threads)
+    mapping, cifar10_path = settings[key], settings["cifar10_path"]
+    spec = _built(build, mapping, f"a resolved nonlinear {key}")
+    ds = run(spec, cifar10_path=cifar10_path, progress=lambda message: print(message, file=sys.stderr))
+    provenance = {key: mapping, "cifar10_path": cifar10_path}
+    ds.attrs.update(io.provenance_attrs(f"{label}: {settings['name']}", solver, provenance))
+    ds.attrs["experiment"] = settings["name"]
+    io.write_netcdf(ds, args.output)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
     from featlearn.nonlinear.spec import ExperimentSpec
     from featlearn.nonlinear.train import run_experiment
 
-    torch.set_num_threads(args.threads)
-    mapping, cifar10_path = settings["experiment"], settings["cifar10_path"]
-    spec = _built(ExperimentSpec.from_mapping, mapping, "a resolved nonlinear experiment")
-    ds = run_experiment(spec, cifar10_path=cifar10_path, progress=lambda message: print(message, file=sys.stderr))
-    # The runs depend on their experiment's spec (and the CIFAR-10 folder), nothing else of the config.
-    provenance = {"experiment": mapping, "cifar10_path": cifar10_path}
-    ds.attrs.update(io.provenance_attrs(f"featlearn nonlinear: {settings['name']}", "torch-gd", provenance))
-    ds.attrs["experiment"] = settings["name"]
-    io.write_netcdf(ds, args.output)
-    return 0
+    return _trained(args, "experiment", ExperimentSpec.from_mapping, run_experiment, "featlearn nonlinear", "torch-gd")
 
 
 def _train_plane(args: argparse.Namespace) -> int:
-    settings = _settings(args.settings)
-    for key in ("name", "plane", "cifar10_path"):
-        if key not in settings:
-            raise InputError(f"--settings: missing key {key!r} (expected: name, plane, cifar10_path)")
-    import torch
-
-    from featlearn import io
     from featlearn.nonlinear.planes import train_plane
     from featlearn.nonlinear.spec import PlaneSpec
 
-    torch.set_num_threads(args.threads)
-    mapping, cifar10_path = settings["plane"], settings["cifar10_path"]
-    spec = _built(PlaneSpec.from_mapping, mapping, "a resolved nonlinear plane")
-    ds = train_plane(spec, cifar10_path=cifar10_path, progress=lambda message: print(message, file=sys.stderr))
-    # The runs depend on their plane's section (and the CIFAR-10 folder), nothing else of the config.
-    provenance = {"plane": mapping, "cifar10_path": cifar10_path}
-    ds.attrs.update(io.provenance_attrs(f"featlearn nonlinear plane: {settings['name']}", "gd", provenance))
-    ds.attrs["experiment"] = settings["name"]
-    io.write_netcdf(ds, args.output)
-    return 0
+    return _trained(args, "plane", PlaneSpec.from_mapping, train_plane, "featlearn nonlinear plane", "gd")
 
 
 def _figure(args: argparse.Namespace) -> int:
