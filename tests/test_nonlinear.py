@@ -17,10 +17,10 @@ import torch
 import xarray as xr
 
 import featlearn as fl
-from featlearn import io, solvers, theory, validation
+from featlearn import contract, grid, io, phase_diagram, solvers, theory, validation
 from featlearn.errors import ConfigError
-from featlearn.nonlinear import data, mechanisms, metrics, models, train
-from featlearn.nonlinear.spec import DatasetSpec, ExperimentSpec, spec_problems
+from featlearn.nonlinear import data, mechanisms, metrics, models, planes, train
+from featlearn.nonlinear.spec import DatasetSpec, ExperimentSpec, PlaneSpec, spec_problems
 from featlearn.nonlinear.train import run_experiment
 
 SMOKE_CONFIG = Path(__file__).resolve().parents[1] / "config" / "smoke.yaml"
@@ -745,3 +745,226 @@ def test_figures_draw_what_the_runs_hold():
     )
     assert image.shape[0] == configurations
     np.testing.assert_allclose(image[:, 0].sum(), float(flags["kernel"].mean("seed").sum()))
+
+
+# ---------------------------------------------------------------------------
+# nonlinear phase planes (featlearn.nonlinear.planes): width exponents, the solvable model, the classifier
+
+WIDTHS = [64, 128, 256, 512, 1024, 2048, 4096, 8192]
+SCALAR_TEACHER = {"name": "teacher", "input_dim": 1, "task": "regression", "target_scale": 1.0, "n_train": 8,
+                  "n_test": 8, "split_seed": 1}  # fmt: skip
+
+
+def plane(**overrides) -> dict:
+    """A resolved plane mapping: a linear 2-layer a-c plane at b = 0 on the scalar teacher, float64."""
+    spec = {
+        "dataset": dict(SCALAR_TEACHER),
+        "activation": "linear",
+        "seeds": 4,
+        "steps": 24,
+        "log_points": 12,
+        "parameters": {
+            "width": WIDTHS,
+            "kappa": {"exponent": [0.5, 1.0]},
+            "eta_u": {"prefactor": 0.5, "exponent": [-1.0, 0.0]},
+            "eta_w": {"prefactor": "eta_u0", "exponent": "c_u"},
+        },
+    }
+    spec.update(overrides)
+    config = {**io.read_yaml(SMOKE_CONFIG), "nonlinear": {"planes": {"p": spec}}}
+    return validation.validate(config)["nonlinear"]["planes"]["p"]
+
+
+def test_exponent_scaling_gives_the_hand_computed_multipliers_stds_and_rates():
+    # width 256, input 4: kappa = 2 * 256^-0.5, sigma_u = 3 * 256^-0.25, sigma_w = 256^0.5 / 4, eta_u = 0.5 * 256,
+    # eta_w = 0.1 * 256^-1 (exponents a = 0.5, b_u = 0.25, b_w = -0.5, c_u = -1, c_w = 1)
+    parameters = {
+        "width": [256],
+        "kappa": {"prefactor": 2.0, "exponent": 0.5},
+        "sigma_u": {"prefactor": 3.0, "exponent": 0.25},
+        "sigma_w": {"prefactor": 0.25, "exponent": -0.5},
+        "eta_u": {"prefactor": 0.5, "exponent": -1.0},
+        "eta_w": {"prefactor": 0.1, "exponent": 1.0},
+    }
+    values = grid.hyperparameters_at(parameters, {"width": 256})
+    kappa, sigma_u, sigma_w, eta_u, eta_w = 0.125, 0.75, 4.0, 128.0, 0.1 / 256
+    assert [values[k] for k in ("kappa", "sigma_u", "sigma_w", "eta_u", "eta_w")] == pytest.approx(
+        [kappa, sigma_u, sigma_w, eta_u, eta_w]
+    )
+    two = models.exponent_scaling(
+        [4, 256, 1], **{k: values[k] for k in ("kappa", "sigma_u", "sigma_w", "eta_u", "eta_w")}
+    )
+    np.testing.assert_allclose(two.multiplier, [0.5, kappa])
+    np.testing.assert_allclose(two.init_std, [sigma_w, sigma_u])
+    np.testing.assert_allclose(two.lr_multiplier, [eta_w, eta_u])
+    # deeper: hidden-to-hidden layers carry 1/sqrt(width) and share sigma_w, eta_w with the first layer
+    three = models.exponent_scaling(
+        [4, 256, 256, 1], **{k: values[k] for k in ("kappa", "sigma_u", "sigma_w", "eta_u", "eta_w")}
+    )
+    np.testing.assert_allclose(three.multiplier, [0.5, 1 / 16, kappa])
+    np.testing.assert_allclose(three.init_std, [sigma_w, sigma_w, sigma_u])
+    np.testing.assert_allclose(three.lr_multiplier, [eta_w, eta_w, eta_u])
+    # the networks a plane draws: these multipliers and rates, weights of these standard deviations
+    spec = PlaneSpec.from_mapping(plane(depth=3, dataset={**TEACHER, "input_dim": 4}))
+    model, lr = planes.init_runs(spec, data.load_dataset(spec.dataset), 256, [values], [0])
+    np.testing.assert_allclose(model.multipliers[0].numpy(), three.multiplier)
+    np.testing.assert_allclose(lr[0].numpy(), three.lr_multiplier)
+    for weights, std in zip(model.weights, three.init_std):
+        assert float(weights.std()) == pytest.approx(std, rel=0.1 if weights.numel() < 1000 else 0.02)
+
+
+def solver_runs(spec: PlaneSpec, ds: xr.Dataset) -> xr.Dataset:
+    """The plane's runs through the solvable model's GD (the Gram recursion), from the plane's own initial vectors."""
+    dataset = data.load_dataset(spec.dataset)
+    x, y = dataset.x_train[:, 0], dataset.y_train[:, 0]
+    sigma2 = float(np.mean(x * x))
+    out = ds.copy(deep=True)
+    for index in range(spec.grid.size):
+        point = spec.grid.point(index)
+        values = spec.hyperparameters(index)
+        model, _ = planes.init_runs(spec, dataset, values["width"], [values] * spec.seeds, list(range(spec.seeds)))
+        gram = theory.gram_from_vectors(model.weights[1][:, 0, :].numpy(), model.weights[0][:, :, 0].numpy())
+        hyper = theory.Hyperparameters(
+            values["kappa"], values["eta_u"], values["eta_w"], float(np.mean(x * y)) / sigma2, sigma2
+        )
+        trajectory = solvers.gd(gram, hyper, ds["time"].values, dt=1.0)
+        beta = theory.output(values["kappa"], trajectory.gram)
+        at = {dim: point[dim] for dim in spec.grid.dims}
+        # The network's scale variables: rms output |beta| sigma, kernel scale sigma2 K_eta (planes module doc).
+        out["loss"].loc[at] = theory.loss(beta, hyper.beta_star, sigma2)
+        out["beta"].loc[at] = np.abs(beta) * np.sqrt(sigma2)
+        out["ntk_eta"].loc[at] = sigma2 * theory.ntk_eta(
+            values["kappa"], values["eta_u"], values["eta_w"], trajectory.gram
+        )
+        out["diverged"].loc[at] = trajectory.diverged
+    return out
+
+
+def test_two_layer_linear_plane_is_the_solvable_models_gradient_descent():
+    # unstable-init (a = 1/4), kernel, feature learning (mean field), frozen and unstable-training cells
+    mapping = plane(
+        stop_fraction=1.0e-9,
+        parameters={
+            "width": [64, 128, 256, 1024],
+            "kappa": {"exponent": [0.25, 0.75, 1.0]},
+            "eta_u": {"prefactor": 0.5, "exponent": [-1.0, -0.5, 0.5]},
+            "eta_w": {"prefactor": "eta_u0", "exponent": "c_u"},
+        },
+    )
+    spec = PlaneSpec.from_mapping(mapping)
+    ds = planes.train_plane(spec)
+    reference = solver_runs(spec, ds)
+    assert contract.problems(ds) == []
+    assert bool(ds["diverged"].any()) and not bool(ds["diverged"].all())
+    # Up to its stop (the first record with loss <= stop_fraction of the start) a run is the solver's;
+    # from there on it holds the stop's values.
+    learned = (ds["loss"] <= spec.stop_fraction * ds["loss"].isel(time=0)).values
+    stopped = learned.any(-1)
+    stop = np.where(stopped, learned.argmax(-1), learned.shape[-1])[..., None]
+    after_stop = np.arange(learned.shape[-1]) > stop
+    assert after_stop.any() and not after_stop.all()
+    for name in ("loss", "beta", "ntk_eta"):
+        values = ds[name].values
+        np.testing.assert_allclose(
+            values[~after_stop], reference[name].values[~after_stop], rtol=1e-10, atol=1e-15, err_msg=name
+        )
+        at_stop = np.take_along_axis(values, np.minimum(stop, learned.shape[-1] - 1), -1)
+        np.testing.assert_array_equal(values[after_stop], np.broadcast_to(at_stop, values.shape)[after_stop])
+    np.testing.assert_array_equal(ds["diverged"], reference["diverged"])
+
+
+def test_linear_plane_classifies_as_the_solvable_model_cell_by_cell():
+    # The a-c plane at b = 0 through every phase, widths 2^6..2^13, 16 seeds.
+    spec = PlaneSpec.from_mapping(
+        plane(
+            seeds=16,
+            parameters={
+                "width": WIDTHS,
+                "kappa": {"exponent": [0.25, 0.75, 1.0, 1.5]},
+                "eta_u": {"prefactor": 0.5, "exponent": [-1.5, -1.0, -0.5, 0.5]},
+                "eta_w": {"prefactor": "eta_u0", "exponent": "c_u"},
+            },
+        )
+    )
+    settings = phase_diagram.PhaseSettings.from_config(validation.defaults("phases"))
+    network = phase_diagram.analyse(planes.train_plane(spec), settings)
+    solver = phase_diagram.analyse(solver_runs(spec, planes.train_plane(spec)), settings)
+    # the same runs through the network and the Gram recursion: the same labels, cell by cell
+    np.testing.assert_array_equal(network["phase"], solver["phase"])
+    np.testing.assert_allclose(network["kernel_scale_exponent"], solver["kernel_scale_exponent"], atol=1e-8)
+    # and the predictor's on every decided cell: all five phases, one mean-field cell on the eM = 0 boundary
+    decided = network["phase"] != phase_diagram.BOUNDARY
+    np.testing.assert_array_equal(network["phase"].where(decided), network["phase_theory"].where(decided))
+    assert int(decided.sum()) == 15 and network.attrs["agreement"] == 1.0
+    assert set(np.unique(network["phase"].values[decided.values])) == set(range(len(contract.PHASES)))
+    # an independent draw of the same grid (the linear pipeline's own initial states) labels it the same
+    independent = fl.simulate(
+        {
+            "solver": "gd",
+            "dt": 1.0,
+            "seeds": 16,
+            "time": {"stop": float(spec.steps), "num": spec.steps + 1},
+            "parameters": {
+                **spec.parameters,
+                "sigma2": float(np.mean(data.load_dataset(spec.dataset).x_train ** 2)),
+                "beta_star": 1.0,
+            },
+        }
+    )
+    np.testing.assert_array_equal(phase_diagram.analyse(independent, settings)["phase"], network["phase"])
+
+
+def test_manual_backward_and_kernel_scale_match_autograd_and_the_empirical_ntk():
+    torch.manual_seed(0)
+    for activation in ("relu", "swish", "linear"):
+        sizes = [3, 12, 9, 2]
+        scalings = [models.exponent_scaling(sizes, kappa=0.3, sigma_u=1.5, sigma_w=0.8, eta_u=0.7, eta_w=0.2)] * 2
+        model = models.init_network(
+            sizes, activation, scalings, [1.0, 1.0], [torch.Generator().manual_seed(s) for s in (3, 4)],
+            dtype=torch.float64,
+        )  # fmt: skip
+        lr = torch.as_tensor(np.stack([s.lr_multiplier for s in scalings]))
+        x = torch.randn(5, 3, dtype=torch.float64)
+        y = torch.randn(5, 2, dtype=torch.float64)
+        inputs, pre = model.columns(x)
+        deltas = planes.backward(model, pre, (pre[-1] - y.mT) / len(x))
+        for w in model.weights:
+            w.requires_grad_(True)
+        expected = torch.autograd.grad(train.per_run_loss(model(x), y, "mse").sum(), model.weights)
+        for layer, (h, delta, gradient) in enumerate(zip(inputs, deltas, expected)):
+            manual = model.multipliers[:, layer, None, None] * delta @ h.mT.expand(2, -1, -1)
+            np.testing.assert_allclose(manual.detach(), gradient, rtol=1e-12, atol=1e-14)
+        with torch.no_grad():
+            scale = planes.kernel_scale(model, inputs, pre, lr)
+            kernels = metrics.layer_ntks(model, x)
+        diagonal = torch.diagonal(kernels, dim1=-2, dim2=-1).mean(-1)
+        np.testing.assert_allclose(scale, (lr * diagonal).sum(-1), rtol=1e-12)
+
+
+def test_plane_runs_and_their_classification_are_deterministic_given_the_seed(monkeypatch):
+    mapping = plane(
+        dataset={**TEACHER, "input_dim": 4, "noise_std": 0.0},
+        activation="relu",
+        depth=3,
+        seeds=3,
+        steps=12,
+        log_points=6,
+        parameters={
+            "width": [16, 32, 64, 128],
+            "kappa": {"exponent": [0.5, 1.0]},
+            "eta_u": {"prefactor": 0.7, "exponent": [-1.0, 0.0]},
+            "eta_w": {"prefactor": "eta_u0", "exponent": "c_u"},
+        },
+    )
+    settings = phase_diagram.PhaseSettings.from_config(validation.defaults("phases"))
+    first = planes.train_plane(mapping)
+    phases = phase_diagram.analyse(first, settings)
+    xr.testing.assert_identical(first, planes.train_plane(mapping))
+    xr.testing.assert_identical(phases, phase_diagram.analyse(first, settings))
+    # one run per stack: the same numbers (a run does not depend on its stack-mates)
+    monkeypatch.setattr(planes, "STACK_ELEMENTS", 1)
+    xr.testing.assert_allclose(first, planes.train_plane(mapping), rtol=1e-12, atol=0)
+    # another seed count keeps the first seeds' runs
+    fewer = planes.train_plane({**mapping, "seeds": 2})
+    xr.testing.assert_allclose(first.isel(seed=[0, 1]), fewer, rtol=1e-12, atol=0)
+    assert contract.problems(phases) == []

@@ -37,6 +37,7 @@ _API = (
     "predict_phase",
     "simulate",
     "train",
+    "train_plane",
     "validate",
 )
 __all__ = ["__version__", *_API]
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from featlearn.api import predict_phase as predict_phase
     from featlearn.api import simulate as simulate
     from featlearn.api import train as train
+    from featlearn.api import train_plane as train_plane
     from featlearn.api import validate as validate
 
 

@@ -11,6 +11,7 @@ and returns the objects of the project's data contract (``docs/data.md``):
 ``fl.phases(ds)``             the ``phases.nc`` dataset of a width sweep
 ``fl.predict_phase(...)``     the phase and exponents the width exponents predict
 ``fl.train(spec)``            the dataset of a nonlinear experiment
+``fl.train_plane(spec)``      the runs of a nonlinear phase plane (``fl.phases`` classifies them)
 ``fl.figure(name, ...)``      a figure of the figure table (matplotlib)
 ``fl.flag_names(variable)``   the label names of a flag variable (``primary``, ``phase``)
 ``fl.validate(config)``       a whole configuration, resolved
@@ -26,6 +27,8 @@ editing it reruns nothing. A tutorial is in ``docs/tutorial.md``.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -86,20 +89,36 @@ def validate(config: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, An
 
 
 def _experiment_config(spec: Spec, name: str | None, section: str) -> tuple[dict[str, Any], str]:
-    """The resolved configuration holding one experiment of ``section``, and its name."""
+    """The resolved configuration holding one entry of ``section`` (a dotted path), and its name."""
+    keys = section.split(".")
     if isinstance(spec, Mapping):
         name = name or "experiment"
-        if section == "experiments":
-            config = validation.validate({"experiments": {name: dict(spec)}})
-        else:
-            config = validation.validate({"nonlinear": {"experiments": {name: dict(spec)}}})
+        nested: dict[str, Any] = {name: dict(spec)}
+        for key in reversed(keys):
+            nested = {key: nested}
+        config = validation.validate(nested)
     else:
         config = validation.load(os.fspath(spec))
-        known = list(config["experiments"] if section == "experiments" else config["nonlinear"]["experiments"])
-        if name is None or name not in known:
-            field = "experiments" if section == "experiments" else "nonlinear.experiments"
-            raise ConfigError([f"{field}: name one experiment of {os.fspath(spec)} ({', '.join(known)})"])
+    entries = functools.reduce(operator.getitem, keys, config)
+    if name is None or name not in entries:
+        raise ConfigError([f"{section}: name one entry of {os.fspath(spec)} ({', '.join(entries)})"])
     return config, name
+
+
+def _nonlinear_entry(
+    spec: Spec, name: str | None, section: str, cifar10_path: str | os.PathLike[str] | None
+) -> tuple[dict[str, Any], str, str | None]:
+    """One resolved entry of ``nonlinear.<section>``, its name and its CIFAR-10 folder.
+
+    As the pipeline's training rules: the folder belongs to CIFAR-10 entries only.
+    """
+    config, name = _experiment_config(spec, name, f"nonlinear.{section}")
+    entry = config["nonlinear"][section][name]
+    folder = None
+    if entry["dataset"]["name"] == "cifar10":
+        given = config["nonlinear"]["cifar10_path"] if cifar10_path is None else cifar10_path
+        folder = None if given is None else os.fspath(given)
+    return entry, name, folder
 
 
 def simulate(
@@ -292,16 +311,61 @@ def train(
     """
     from featlearn.nonlinear.train import run_experiment
 
-    config, name = _experiment_config(spec, name, "nonlinear")
-    experiment = config["nonlinear"]["experiments"][name]
-    # As the pipeline's train rule: the CIFAR-10 folder belongs to CIFAR-10 experiments only.
-    folder = None
-    if experiment["dataset"]["name"] == "cifar10":
-        given = config["nonlinear"]["cifar10_path"] if cifar10_path is None else cifar10_path
-        folder = None if given is None else os.fspath(given)
+    experiment, name, folder = _nonlinear_entry(spec, name, "experiments", cifar10_path)
     ds = run_experiment(experiment, cifar10_path=folder, progress=progress)
     provenance = {"experiment": experiment, "cifar10_path": folder}
     ds.attrs.update(io.provenance_attrs(f"featlearn nonlinear: {name}", "torch-gd", provenance))
+    ds.attrs["experiment"] = name
+    return ds
+
+
+def train_plane(
+    spec: Spec,
+    name: str | None = None,
+    *,
+    cifar10_path: str | os.PathLike[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> xr.Dataset:
+    """Train the networks of one nonlinear phase plane (``docs/nonlinear.md``); needs ``featlearn[nonlinear]``.
+
+    Parameters
+    ----------
+    spec : mapping, str or path
+        A plane exactly as written under ``nonlinear.planes.NAME`` (a
+        mapping), or a configuration file.
+    name : str, optional
+        Which plane of the file, or the name a mapping is stored under.
+    cifar10_path : str or path, optional
+        Folder with CIFAR-10's python batches, for CIFAR-10 planes
+        (default: the file's ``nonlinear.cifar10_path``).
+    progress : callable, optional
+        Called with a line of progress text per stack of runs (e.g. ``print``).
+
+    Returns
+    -------
+    xarray.Dataset
+        The plane's runs (``results/nonlinear/NAME_trajectories.nc``, kind
+        ``nonlinear_plane``): ``loss``, ``beta``, ``ntk_eta`` on dims
+        ``(*grid, seed, time)`` and ``diverged``; :func:`phases` classifies
+        them as it classifies a linear experiment's trajectories.
+
+    Examples
+    --------
+    >>> runs = fl.train_plane({"dataset": {"name": "teacher", "input_dim": 1, "task": "regression",
+    ...                                    "target_scale": 1.0, "n_train": 4, "n_test": 4},
+    ...                        "activation": "linear", "steps": 50, "seeds": 4,
+    ...                        "parameters": {"width": [64, 128, 256, 512], "kappa": {"exponent": [0.75, 1.5]},
+    ...                                       "eta_u": {"prefactor": 0.5, "exponent": [-0.5, 0.0]},
+    ...                                       "eta_w": {"prefactor": "eta_u0", "exponent": "c_u"}}})
+    >>> runs["loss"].dims
+    ('a', 'c_u', 'width', 'seed', 'time')
+    """
+    from featlearn.nonlinear.planes import train_plane as train_networks
+
+    plane, name, folder = _nonlinear_entry(spec, name, "planes", cifar10_path)
+    ds = train_networks(plane, cifar10_path=folder, progress=progress)
+    provenance = {"plane": plane, "cifar10_path": folder}
+    ds.attrs.update(io.provenance_attrs(f"featlearn nonlinear plane: {name}", "gd", provenance))
     ds.attrs["experiment"] = name
     return ds
 

@@ -86,14 +86,15 @@ def _inputs(paths: Sequence[str]) -> list[str]:
     return list(paths)
 
 
-def _read(path: str, kind: str | None = None, *, lazy: bool = False):
-    """Open a featlearn netCDF input, checking its kind when one is expected."""
+def _read(path: str, kind: str | tuple[str, ...] | None = None, *, lazy: bool = False):
+    """Open a featlearn netCDF input, checking its kind (one, or one of several) when one is expected."""
     from featlearn import contract, io
 
     (path,) = _inputs([path])
     ds = io.read_netcdf(path, lazy=lazy)
-    if kind is not None and contract.kind_of(ds) not in ("", kind):
-        raise InputError(f"{path}: a {contract.kind_of(ds)} file, expected {kind}")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and contract.kind_of(ds) not in ("", *kinds):
+        raise InputError(f"{path}: a {contract.kind_of(ds)} file, expected {' or '.join(kinds)}")
     return ds
 
 
@@ -195,12 +196,15 @@ def _phases(args: argparse.Namespace) -> int:
     from featlearn import io, phase_diagram
 
     settings = _built(phase_diagram.PhaseSettings.from_config, _settings(args.settings), "the phases section")
-    # Lazy: the per-run measurements stream through in blocks of runs.
-    trajectories = _read(args.trajectories, "trajectories", lazy=True)
+    # Lazy: the per-run measurements stream through in blocks of runs. A nonlinear phase plane's
+    # runs hold the same variables, measured on networks.
+    trajectories = _read(args.trajectories, ("trajectories", "nonlinear_plane"), lazy=True)
     result = phase_diagram.analyse(trajectories, settings)
     experiment = trajectories.attrs.get("experiment", "")
-    # The fit settings are stored as attributes; the configuration hash is the runs' own.
+    # The fit settings are stored as attributes; the configuration hash is the runs' own (and a plane's
+    # network and data, which its figure names).
     result.attrs.update(io.derived_attrs("phases", trajectories))
+    result.attrs.update({key: trajectories.attrs[key] for key in ("network", "dataset") if key in trajectories.attrs})
     io.write_netcdf(result, args.output)
     if "agreement" in result.attrs:
         agreement = result.attrs["agreement"]
@@ -211,27 +215,50 @@ def _phases(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _trained(
+    args: argparse.Namespace,
+    key: str,
+    build: Callable[[Mapping[str, Any]], Any],
+    run: Callable[..., Any],
+    label: str,
+    solver: str,
+) -> int:
+    """Train the runs of one resolved nonlinear entry (``--settings {name, KEY, cifar10_path}``) and write them.
+
+    ``build`` types the mapping, ``run`` trains it; the runs depend on the
+    entry (and the CIFAR-10 folder), nothing else of the configuration.
+    """
     settings = _settings(args.settings)
-    for key in ("name", "experiment", "cifar10_path"):
-        if key not in settings:
-            raise InputError(f"--settings: missing key {key!r} (expected: name, experiment, cifar10_path)")
+    for required in ("name", key, "cifar10_path"):
+        if required not in settings:
+            raise InputError(f"--settings: missing key {required!r} (expected: name, {key}, cifar10_path)")
     import torch
 
     from featlearn import io
-    from featlearn.nonlinear.spec import ExperimentSpec
-    from featlearn.nonlinear.train import run_experiment
 
     torch.set_num_threads(args.threads)
-    mapping, cifar10_path = settings["experiment"], settings["cifar10_path"]
-    spec = _built(ExperimentSpec.from_mapping, mapping, "a resolved nonlinear experiment")
-    ds = run_experiment(spec, cifar10_path=cifar10_path, progress=lambda message: print(message, file=sys.stderr))
-    # The runs depend on their experiment's spec (and the CIFAR-10 folder), nothing else of the config.
-    provenance = {"experiment": mapping, "cifar10_path": cifar10_path}
-    ds.attrs.update(io.provenance_attrs(f"featlearn nonlinear: {settings['name']}", "torch-gd", provenance))
+    mapping, cifar10_path = settings[key], settings["cifar10_path"]
+    spec = _built(build, mapping, f"a resolved nonlinear {key}")
+    ds = run(spec, cifar10_path=cifar10_path, progress=lambda message: print(message, file=sys.stderr))
+    provenance = {key: mapping, "cifar10_path": cifar10_path}
+    ds.attrs.update(io.provenance_attrs(f"{label}: {settings['name']}", solver, provenance))
     ds.attrs["experiment"] = settings["name"]
     io.write_netcdf(ds, args.output)
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from featlearn.nonlinear.spec import ExperimentSpec
+    from featlearn.nonlinear.train import run_experiment
+
+    return _trained(args, "experiment", ExperimentSpec.from_mapping, run_experiment, "featlearn nonlinear", "torch-gd")
+
+
+def _train_plane(args: argparse.Namespace) -> int:
+    from featlearn.nonlinear.planes import train_plane
+    from featlearn.nonlinear.spec import PlaneSpec
+
+    return _trained(args, "plane", PlaneSpec.from_mapping, train_plane, "featlearn nonlinear plane", "gd")
 
 
 def _figure(args: argparse.Namespace) -> int:
@@ -370,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         output="phases netCDF file to write",
         settings="the phases section (fit, gd_rise, strict, min_agreement)",
     )
-    sub.add_argument("trajectories", help="trajectories netCDF of one experiment")
+    sub.add_argument("trajectories", help="trajectories netCDF of one experiment, or a nonlinear plane's runs")
 
     sub = command(
         "train",
@@ -378,6 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
         "train the nonlinear networks of one experiment (featlearn.nonlinear)",
         output="netCDF file to write",
         settings="{name, experiment: the resolved nonlinear.experiments.NAME section, cifar10_path}",
+    )
+    sub.add_argument("--threads", type=int, required=True, help="torch threads")
+
+    sub = command(
+        "train-plane",
+        _train_plane,
+        "train the networks of one nonlinear phase plane (featlearn.nonlinear.planes)",
+        output="netCDF file to write",
+        settings="{name, plane: the resolved nonlinear.planes.NAME section, cifar10_path}",
     )
     sub.add_argument("--threads", type=int, required=True, help="torch threads")
 

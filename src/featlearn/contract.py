@@ -38,6 +38,8 @@ PREFACTORS = tuple(f"{name}0" for name in SCALED_HYPERPARAMETERS)
 PLAIN_HYPERPARAMETERS = ("rho", "beta_star", "sigma2")
 #: Every hyperparameter value stored with a run (coordinates of trajectories.nc).
 HYPERPARAMETERS = ("width", *SCALED_HYPERPARAMETERS, *PLAIN_HYPERPARAMETERS)
+#: Hyperparameter values stored with every run of a nonlinear phase plane (its coordinates).
+PLANE_HYPERPARAMETERS = ("width", *SCALED_HYPERPARAMETERS, "rho", "sigma2", *EXPONENTS)
 #: Time-resolved observables of a linear-network run.
 TRAJECTORY_VARIABLES = ("beta", "loss", "uu", "ww", "uw", "cos_uw", "ntk", "ntk_eta")
 
@@ -209,6 +211,36 @@ _MECHANISM_DATA: dict[str, Variable] = {
 }
 
 
+#: What a nonlinear phase plane records of every run (featlearn.nonlinear.planes): the names the
+#: phase classifier reads in a trajectories file, measured on a network.
+_PLANE_DATA: dict[str, Variable] = {
+    "loss": Variable(
+        "training loss 1/2 mean over training samples of |f(x) - y|^2 (one-hot targets for classes)",
+        dims=("seed", "time"),
+    ),
+    "beta": Variable("network output scale: rms of f_o(x) over training inputs x and outputs o", dims=("seed", "time")),
+    "ntk_eta": Variable(
+        "learning-rate weighted empirical NTK scale: mean over training inputs x and outputs o of "
+        "sum_l eta_l |df_o(x)/dtheta_l|^2",
+        dims=("seed", "time"),
+    ),
+    "diverged": _TRAJECTORY_DATA["diverged"],
+}
+#: Hyperparameter coordinates of a plane: the layers' scales instead of the two vectors'.
+_PLANE_COORDS: dict[str, Variable] = {
+    **{name: variable for name, variable in _HYPERPARAMETER_COORDS.items() if name != "beta_star"},
+    "kappa": Variable("output multiplier kappa of the readout layer"),
+    "sigma_u": Variable("initial standard deviation of the readout weights"),
+    "sigma_w": Variable("initial standard deviation of the weights of every other layer"),
+    "eta_u": Variable("learning rate of the readout weights"),
+    "eta_w": Variable("learning rate of the weights of every other layer"),
+    "rho": Variable("initial correlation of the layers (0: independent draws)"),
+    "sigma2": Variable("input scale of the GD step: 1, the inputs' second moment is inside ntk_eta"),
+    "dt": Variable("gradient descent step (the learning rates carry the step size)", dims=()),
+    "time": Variable("gradient descent step k", dims=("time",)),
+}
+
+
 def _phase_variables() -> dict[str, Variable]:
     cell = ()
     variables = {
@@ -353,6 +385,12 @@ KINDS: dict[str, Kind] = {
             "every run of an experiment: dims (*grid, seed, time)",
             {**_TRAJECTORY_DATA, **_HYPERPARAMETER_COORDS},
             required=(*TRAJECTORY_VARIABLES, "diverged", *HYPERPARAMETERS, *EXPONENTS, "seed", "time", "dt"),
+        ),
+        Kind(
+            "nonlinear_plane",
+            "every run of a nonlinear phase plane, what the phase classifier reads: dims (*grid, seed, time)",
+            {**_PLANE_DATA, **_PLANE_COORDS},
+            required=(*_PLANE_DATA, *PLANE_HYPERPARAMETERS, "seed", "time", "dt"),
         ),
         Kind(
             "mechanisms",

@@ -121,7 +121,7 @@ def module_closure(modules: Iterable[str]) -> list[str]:
 def _cli_functions(command: str) -> list[ast.FunctionDef]:
     """The functions of cli.py that ``featlearn COMMAND`` runs: entry functions, handler, its helpers."""
     functions = {node.name: node for node in _tree(CLI).body if isinstance(node, ast.FunctionDef)}
-    handler = f"_{command}"
+    handler = f"_{command.replace('-', '_')}"
     if handler not in functions:
         raise ValueError(f"featlearn.cli has no handler {handler} for command {command!r}")
     chosen = {name: functions[name] for name in _CLI_ENTRY_FUNCTIONS}

@@ -87,6 +87,10 @@ PAPER: tuple[PaperResult, ...] = (
         ("nonlinear_zeta", "nonlinear_mechanisms"),
         ("mnist_depth4",),
     ),
+    PaperResult(
+        "The phase diagrams in nonlinear networks: linear, ReLU and deeper networks under the same width exponents",
+        ("nonlinear_phase_diagram",),
+    ),
     PaperResult("Figure 3: larger initialization is worse (CIFAR-10)", ("nonlinear_accuracy",)),
     PaperResult("Gradient descent phases and the catapult", ("phases_gd_step",), beyond_the_paper=True),
     PaperResult(

@@ -36,13 +36,16 @@ from featlearn.contract import EXPONENTS, HYPERPARAMETERS, SCALED_HYPERPARAMETER
 from featlearn.errors import ConfigError, InputError
 from featlearn.figures import table as figure_table
 from featlearn.grid import EXPONENT_OF, Grid, grid_of, hyperparameters_at
-from featlearn.nonlinear.spec import spec_problems
+from featlearn.nonlinear.spec import DatasetSpec, spec_problems
 
 #: The largest width whose width-d vectors a run may hold (the explicit solver, ``init: vectors``):
 #: two float64 vectors of 10^6 entries per run are 16 MB; at 2^40 they would be 16 TiB.
 VECTORS_MAX_WIDTH = 10**6
 #: Hyperparameters that must not be negative (the schema checks plain values; derived ones are checked here).
 NONNEGATIVE_HYPERPARAMETERS = ("sigma_u", "sigma_w", "eta_u", "eta_w")
+#: The files of plane NAME: results/nonlinear/NAME<suffix>.nc, its runs and its phases
+#: (workflow/rules/common.smk), beside the nonlinear experiments' results/nonlinear/NAME.nc.
+PLANE_FILES = ("_trajectories", "_phases")
 #: Folders of results/ that hold other outputs than one experiment's: not experiment names.
 RESERVED_NAMES = frozenset({"figures", "nonlinear"})
 
@@ -570,12 +573,92 @@ def _value_problems(field: str, experiment: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _parametrization_problems(field: str, parameters: Mapping[str, Any]) -> list[str]:
+    """With a named parametrization, the scaled hyperparameters may give only their prefactors."""
+    if "parametrization" not in parameters:
+        return []
+    problems = []
+    for key, symbol in EXPONENT_OF.items():
+        value = parameters.get(key)
+        if value is not None and not isinstance(value, dict):
+            problems.append(
+                f"{field}.parameters.{key}: with a parametrization, give only its prefactor "
+                f"as {{prefactor: ...}} (the exponent {symbol} comes from the parametrization)"
+            )
+        elif isinstance(value, dict) and "exponent" in value:
+            problems.append(
+                f"{field}.parameters.{key}.exponent: conflicts with parameters.parametrization; remove one of them"
+            )
+    return problems
+
+
+def plane_axes(plane: Mapping[str, Any]) -> dict[str, str]:
+    """The grid dims a plane's figure draws, ``{"x": ..., "y": ...}``: as configured, else its second and first.
+
+    A plane's grid has exactly two dims besides width (:func:`_plane_problems`).
+    """
+    cells = [dim for dim in grid_of(plane["parameters"], plane.get("axes", {})).dims if dim != "width"]
+    defaults = {"x": cells[1] if len(cells) > 1 else None, "y": cells[0] if cells else None}
+    return {key: plane.get(key, default) for key, default in defaults.items()}
+
+
+def _plane_problems(config: Mapping[str, Any]) -> list[str]:
+    """Every nonlinear phase plane: a grid like an experiment's, two cell dims, widths to fit, its files.
+
+    The grid's expressions, values and parametrization are checked as an
+    experiment's; a plane is classified, so it sweeps at least
+    ``phases.fit.min_widths`` widths and two other dims (the figure's), and
+    it stops its runs only after the learning time (``stop_fraction`` below
+    ``phases.fit.learning_fraction``).
+    """
+    nonlinear, fit = config["nonlinear"], config["phases"]["fit"]
+    problems = []
+    for name, plane in nonlinear["planes"].items():
+        field = f"nonlinear.planes.{name}"
+        for clash in (f"{name}{suffix}" for suffix in ("", *PLANE_FILES)):
+            if clash in nonlinear["experiments"]:
+                problems.append(
+                    f"{field}: {clash!r} is also a nonlinear experiment, whose results/nonlinear/{clash}.nc "
+                    "sits beside this plane's files; rename one of them"
+                )
+        expression_problems = _expression_problems(field, plane)
+        problems += expression_problems + _parametrization_problems(field, plane["parameters"])
+        if not expression_problems:
+            problems.extend(_value_problems(field, plane))
+        grid = grid_of(plane["parameters"], plane.get("axes", {}))
+        widths = len(grid.values[grid.dims.index("width")]) if "width" in grid.dims else 1
+        if widths < fit["min_widths"]:
+            problems.append(
+                f"{field}.parameters.width: {widths} width(s); the classifier fits slopes over "
+                f"phases.fit.min_widths = {fit['min_widths']} or more"
+            )
+        cells = [dim for dim in grid.dims if dim != "width"]
+        if len(cells) != 2:
+            problems.append(
+                f"{field}.parameters: a plane sweeps two grid dimensions besides width, not "
+                f"{len(cells)} ({', '.join(cells) or 'none'})"
+            )
+        else:
+            problems.extend(_axis_problems(field, name, plane_axes(plane), cells))
+        if plane["stop_fraction"] >= fit["learning_fraction"]:
+            problems.append(
+                f"{field}.stop_fraction: {plane['stop_fraction']} stops runs before the learning time "
+                f"(must be below phases.fit.learning_fraction = {fit['learning_fraction']})"
+            )
+        folder = nonlinear["cifar10_path"] if plane["dataset"]["name"] == "cifar10" else None
+        for where, message in DatasetSpec.from_mapping(plane["dataset"]).problems(cifar10_path=folder):
+            problems.append(f"{field}.{where}: {message}")
+    return problems
+
+
 def _semantic_problems(config: Mapping[str, Any]) -> list[str]:
     """Rules a JSON schema cannot state."""
     problems = []
-    if not config["experiments"] and not config.get("nonlinear", {}).get("experiments"):
+    nonlinear = config["nonlinear"]
+    if not config["experiments"] and not nonlinear["experiments"] and not nonlinear["planes"]:
         problems.append(
-            "experiments: the configuration defines no experiment (add experiments or nonlinear.experiments)"
+            "experiments: the configuration defines no experiment "
+            "(add experiments, nonlinear.experiments or nonlinear.planes)"
         )
     for name in sorted(RESERVED_NAMES & set(config["experiments"])):
         problems.append(f"experiments.{name}: reserved name (results/{name}/ holds other outputs); rename it")
@@ -584,19 +667,7 @@ def _semantic_problems(config: Mapping[str, Any]) -> list[str]:
         parameters = experiment["parameters"]
         expression_problems = _expression_problems(field, experiment)
         problems.extend(expression_problems)
-        if "parametrization" in parameters:
-            for key, symbol in EXPONENT_OF.items():
-                value = parameters.get(key)
-                if value is not None and not isinstance(value, dict):
-                    problems.append(
-                        f"{field}.parameters.{key}: with a parametrization, give only its prefactor "
-                        f"as {{prefactor: ...}} (the exponent {symbol} comes from the parametrization)"
-                    )
-                elif isinstance(value, dict) and "exponent" in value:
-                    problems.append(
-                        f"{field}.parameters.{key}.exponent: conflicts with parameters.parametrization; "
-                        "remove one of them"
-                    )
+        problems.extend(_parametrization_problems(field, parameters))
         time = experiment["time"]
         if time.get("spacing") == "log" and "start" not in time:
             problems.append(f"{field}.time.start: a log time grid needs its first nonzero time")
@@ -608,11 +679,11 @@ def _semantic_problems(config: Mapping[str, Any]) -> list[str]:
         if not expression_problems:
             # Expressions that do not parse or read unknown names cannot be evaluated.
             problems.extend(_value_problems(field, experiment))
-    nonlinear = config["nonlinear"]
     for name, experiment in nonlinear["experiments"].items():
         folder = nonlinear["cifar10_path"] if experiment["dataset"]["name"] == "cifar10" else None
         for field, message in spec_problems(experiment, cifar10_path=folder):
             problems.append(f"nonlinear.experiments.{name}.{field}: {message}")
+    problems.extend(_plane_problems(config))
     problems.extend(_reference_problems(config))
     problems.extend(_figure_problems(config))
     return problems

@@ -87,6 +87,9 @@ OUTPUTS = {
     "mechanisms": "results/{experiment}/mechanisms.nc",
     "phases": "results/{experiment}/phases.nc",
     "nonlinear": "results/nonlinear/{experiment}.nc",
+    # A nonlinear phase plane's runs and its phases (a phases file, kind phases; validation.PLANE_FILES).
+    "plane": "results/nonlinear/{experiment}_trajectories.nc",
+    "plane_phases": "results/nonlinear/{experiment}_phases.nc",
 }
 
 
@@ -103,16 +106,23 @@ NONLINEAR_EXPERIMENTS = [
     for name, spec in NONLINEAR["experiments"].items()
     if spec["dataset"]["name"] != "cifar10" or NONLINEAR["cifar10_path"]
 ]
+NONLINEAR_PLANES = [
+    name
+    for name, spec in NONLINEAR["planes"].items()
+    if spec["dataset"]["name"] != "cifar10" or NONLINEAR["cifar10_path"]
+]
 # The figures the configuration asks for, drawn from the outputs this run produces.
 AVAILABLE = {
     *((kind, name) for name in EXPERIMENTS for kind in ("trajectories", "mechanisms")),
     *(("phases", name) for name in PHASE_EXPERIMENTS),
     *(("nonlinear", name) for name in NONLINEAR_EXPERIMENTS),
+    *(("plane_phases", name) for name in NONLINEAR_PLANES),
 }
 FIGURE_JOBS = figure_table.figure_jobs(CONFIG, AVAILABLE)
 
 # Experiment names are validated identifiers; escaped anyway, they are joined into a regex.
-EXPERIMENT_PATTERN = "|".join(map(re.escape, [*EXPERIMENTS, *NONLINEAR_EXPERIMENTS])) or "^$"
+# (Validation keeps a plane's files from being a nonlinear experiment's.)
+EXPERIMENT_PATTERN = "|".join(map(re.escape, [*EXPERIMENTS, *NONLINEAR_EXPERIMENTS, *NONLINEAR_PLANES])) or "^$"
 
 
 # The report's front page: what the run found (rules/summary.smk).
@@ -125,6 +135,7 @@ def get_final_output():
     targets += [output_of(kind, name) for name in EXPERIMENTS for kind in ("trajectories", "mechanisms")]
     targets += [output_of("phases", name) for name in PHASE_EXPERIMENTS]
     targets += [output_of("nonlinear", name) for name in NONLINEAR_EXPERIMENTS]
+    targets += [output_of(kind, name) for name in NONLINEAR_PLANES for kind in ("plane", "plane_phases")]
     targets += [f"results/figures/{job.stem}.{suffix}" for job in FIGURE_JOBS for suffix in ("png", "pdf")]
     targets.append(SUMMARY)
     return targets

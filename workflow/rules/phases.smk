@@ -1,5 +1,22 @@
 # Phase stage (featlearn.phase_diagram): classify each listed experiment from its width sweeps
-# and compare with the analytical predictor (docs/phases.md). Figures: figures.smk.
+# and compare with the analytical predictor (docs/phases.md); the same for every nonlinear phase
+# plane (docs/nonlinear.md). Figures: figures.smk.
+
+
+def phase_settings(strict, min_agreement):
+    """The phases job's settings: the phases section's fit and GD settings, and the agreement check.
+
+    With strict, the job fails (after writing) when the agreement is below min_agreement.
+    """
+    settings = {key: CONFIG["phases"][key] for key in ("fit", "gd_rise")}
+    return as_json({**settings, "strict": strict, "min_agreement": min_agreement})
+
+
+def plane_phase_settings(min_agreement):
+    """A plane's: the same, strict when the plane sets a min_agreement."""
+    if min_agreement is None:
+        return phase_settings(False, CONFIG["phases"]["min_agreement"])
+    return phase_settings(True, min_agreement)
 
 
 rule phases:
@@ -18,8 +35,30 @@ rule phases:
         runtime=20,
     params:
         featlearn=FEATLEARN,
-        # With strict, the job fails (after writing) when the agreement is below min_agreement.
-        settings=as_json({key: CONFIG["phases"][key] for key in ("fit", "gd_rise", "strict", "min_agreement")}),
+        settings=phase_settings(CONFIG["phases"]["strict"], CONFIG["phases"]["min_agreement"]),
+        code=code_version("phases"),
+    shell:
+        "{params.featlearn} phases {input} --output {output} --settings {params.settings:q} > {log} 2>&1"
+
+
+# The same classifier on a plane's runs, checked against the plane's own min_agreement (null: never).
+rule plane_phases:
+    input:
+        OUTPUTS["plane"],
+    output:
+        OUTPUTS["plane_phases"],
+    log:
+        "logs/plane_phases/{experiment}.log",
+    benchmark:
+        f"{BENCHMARKS}/plane_phases/{{experiment}}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=20,
+    params:
+        featlearn=FEATLEARN,
+        settings=lambda w: plane_phase_settings(NONLINEAR["planes"][w.experiment]["min_agreement"]),
         code=code_version("phases"),
     shell:
         "{params.featlearn} phases {input} --output {output} --settings {params.settings:q} > {log} 2>&1"

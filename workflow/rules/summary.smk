@@ -9,7 +9,8 @@ rule summary:
         template=os.path.relpath(Path(workflow.basedir) / "report" / "workflow.rst"),
         datasets=[output_of("mechanisms", name) for name in EXPERIMENTS]
         + [output_of("phases", name) for name in PHASE_EXPERIMENTS]
-        + [output_of("nonlinear", name) for name in NONLINEAR_EXPERIMENTS],
+        + [output_of("nonlinear", name) for name in NONLINEAR_EXPERIMENTS]
+        + [output_of("plane_phases", name) for name in NONLINEAR_PLANES],
     output:
         SUMMARY,
     log:

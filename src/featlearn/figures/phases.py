@@ -1,6 +1,8 @@
 """Figures of the phase stage: diagrams, kernel change and learning time against width, finite-width map, GD steps.
 
-The phase diagrams read ``phases.nc`` (:func:`featlearn.phase_diagram.analyse`):
+The phase diagrams read ``phases.nc`` (:func:`featlearn.phase_diagram.analyse`),
+of a linear experiment or of a nonlinear phase plane (``nonlinear_phase_diagram``,
+predicted and classified side by side):
 the colour is the phase classified from measurements (hatched white where
 the decisive exponent cannot be told from zero: ``boundary``), the black
 lines are the boundaries between the predicted phases (drawn along cell
@@ -67,37 +69,42 @@ def _boundaries(ax, codes: np.ndarray, x_edges: np.ndarray, y_edges: np.ndarray,
         ax.plot([x_edges[j], x_edges[j + 1]], [y_edges[i + 1]] * 2, **style)
 
 
-def _phase_plane(ds: xr.Dataset, x: str, y: str, title: str) -> Figure:
-    """Empirical phase (colour, boundary cells hatched) over the (x, y) plane, predicted boundaries, disagreements."""
+def _plane_codes(ds: xr.Dataset, x: str, y: str) -> tuple[xr.Dataset, np.ndarray, np.ndarray]:
+    """``ds`` sorted along x and y, with its measured and predicted phase codes as (y, x) arrays."""
     extra = [d for d in ds["phase"].dims if d not in (x, y)]
     if extra:
         raise InputError(
             f"phase diagram over ({x}, {y}) needs a 2-D grid; {ds.attrs.get('experiment')} also sweeps {extra}"
         )
     ds = ds.sortby([x, y])
-    measured = ds["phase"].transpose(y, x).values
-    predicted = ds["phase_theory"].transpose(y, x).values
+    return ds, ds["phase"].transpose(y, x).values, ds["phase_theory"].transpose(y, x).values
+
+
+def _phase_panel(ax, ds: xr.Dataset, x: str, y: str, codes: np.ndarray, predicted: np.ndarray) -> list:
+    """Draw phase ``codes`` over (x, y) (boundary cells hatched), the predicted boundaries and the disagreements.
+
+    ``codes`` and ``predicted`` are (y, x) arrays of ``ds`` sorted along x and
+    y (:func:`_plane_codes`). Returns the legend handles.
+    """
     x_edges, y_edges = _edges(ds[x].values), _edges(ds[y].values)
     cmap, norm, handles = _categorical(CLASSIFIED_PHASES, (*PHASE_COLOURS, "#ffffff"))
-    figure, axes = new_figure(1, 1, width=5.8, height=4.4)
-    ax = axes[0, 0]
-    ax.pcolormesh(x_edges, y_edges, measured, cmap=cmap, norm=norm)
+    ax.pcolormesh(x_edges, y_edges, codes, cmap=cmap, norm=norm)
     # Hatching marks the undecided cells (on the boundary of the criterion they sit on).
     undecided = [
         Rectangle((x_edges[j], y_edges[i]), x_edges[j + 1] - x_edges[j], y_edges[i + 1] - y_edges[i])
-        for i, j in zip(*np.nonzero(measured == phase_diagram.BOUNDARY))
+        for i, j in zip(*np.nonzero(codes == phase_diagram.BOUNDARY))
     ]
     ax.add_collection(PatchCollection(undecided, facecolor="none", edgecolor=BOUNDARY_HATCH, hatch="////", linewidth=0))
     handles[-1] = Patch(facecolor="#ffffff", edgecolor=BOUNDARY_HATCH, hatch="////", label="boundary (undecided)")
     _boundaries(ax, predicted, x_edges, y_edges, color="k", lw=1.8)
-    wrong_y, wrong_x = np.nonzero((measured != predicted) & (measured != phase_diagram.BOUNDARY))
+    wrong_y, wrong_x = np.nonzero((codes != predicted) & (codes != phase_diagram.BOUNDARY))
     ax.plot(
         ds[x].values[wrong_x],
         ds[y].values[wrong_y],
         "x",
         color="k",
-        ms=8 if measured.size < 400 else 4,
-        mew=2 if measured.size < 400 else 1,
+        ms=8 if codes.size < 400 else 4,
+        mew=2 if codes.size < 400 else 1,
     )
     handles += [
         Line2D([], [], color="k", lw=1.8, label="predicted boundary"),
@@ -106,12 +113,46 @@ def _phase_plane(ds: xr.Dataset, x: str, y: str, title: str) -> Figure:
     ax.set_xlabel(AXIS_LABELS.get(x, x))
     ax.set_ylabel(AXIS_LABELS.get(y, y))
     ax.grid(False)
+    return handles
+
+
+def _agreement_text(ds: xr.Dataset) -> str:
+    """The agreement over decided cells and the boundary fraction, as the titles state them."""
     agreement = ds.attrs.get("agreement", float("nan"))
     decided = ds.attrs.get("decided_cells", "?")
     boundary = ds.attrs.get("boundary_fraction", float("nan"))
     widths = ds.attrs.get("widths_fitted", "?")
-    summary = f"agreement {agreement:.1%} of {decided} decided cells, boundary {boundary:.1%}"
-    ax.set_title(f"{title}\n{summary} ({widths} widths per cell)", fontsize=9)
+    return f"agreement {agreement:.1%} of {decided} decided cells, boundary {boundary:.1%} ({widths} widths per cell)"
+
+
+def _phase_plane(ds: xr.Dataset, x: str, y: str, title: str) -> Figure:
+    """Empirical phase (colour, boundary cells hatched) over the (x, y) plane, predicted boundaries, disagreements."""
+    ds, measured, predicted = _plane_codes(ds, x, y)
+    figure, axes = new_figure(1, 1, width=5.8, height=4.4)
+    handles = _phase_panel(axes[0, 0], ds, x, y, measured, predicted)
+    axes[0, 0].set_title(f"{title}\n{_agreement_text(ds)}", fontsize=9)
+    figure.legend(handles=handles, loc="outside right center", frameon=False)
+    return figure
+
+
+def nonlinear_phase_diagram(*, phases: xr.Dataset, x: str | None = None, y: str | None = None) -> Figure:
+    """A nonlinear phase plane: the predicted phases and the phases classified from the networks, side by side.
+
+    ``x`` and ``y`` are the plane's two grid dims besides width (default:
+    its second and its first). The right panel marks the decided cells that
+    disagree with the prediction; the title states the agreement.
+    """
+    dims = list(phases["phase"].dims)
+    x, y = x or dims[-1], y or dims[0]
+    ds, measured, predicted = _plane_codes(phases, x, y)
+    figure, axes = new_figure(1, 2, width=4.6, height=4.4)
+    _phase_panel(axes[0, 0], ds, x, y, predicted, predicted)
+    axes[0, 0].set_title("predicted (the solvable model's exponents)", fontsize=9)
+    handles = _phase_panel(axes[0, 1], ds, x, y, measured, predicted)
+    axes[0, 1].set_title("classified from the networks' width sweeps", fontsize=9)
+    name = str(ds.attrs.get("experiment", "")).replace("_", " ")
+    network = ds.attrs.get("network", "")
+    figure.suptitle(f"{name}: {network}\n{_agreement_text(ds)}", fontsize=9)
     figure.legend(handles=handles, loc="outside right center", frameon=False)
     return figure
 

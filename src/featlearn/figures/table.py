@@ -15,7 +15,7 @@ the workflow reads it while it builds the DAG.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 #: How many datasets of a kind a figure reads: exactly one, or a list (in configuration order).
@@ -27,8 +27,9 @@ class FigureJob:
     """One figure a configuration asks for.
 
     ``stem`` names its files (``results/figures/<stem>.png`` and ``.pdf``);
-    ``inputs`` are ``(kind, experiment)`` pairs in the order the function
-    receives them; ``options`` are its keyword options.
+    ``inputs`` are ``(output, experiment)`` pairs in the order the function
+    receives them, ``output`` the kind of the file (or the entry's ``sources``
+    for it: the output that holds that kind); ``options`` are its keyword options.
     """
 
     figure: str
@@ -42,7 +43,13 @@ Instances = Callable[[Mapping[str, Any]], Iterator[FigureJob]]
 
 @dataclass(frozen=True)
 class FigureEntry:
-    """A figure of the table (see the module docstring)."""
+    """A figure of the table (see the module docstring).
+
+    ``sources`` names, for a kind the figure reads, the output it is read
+    from when that is not the output named after the kind (a nonlinear
+    plane's phases, kind ``phases``, are the output ``plane_phases``): the
+    first element of its jobs' inputs.
+    """
 
     name: str
     module: str
@@ -50,11 +57,17 @@ class FigureEntry:
     options: tuple[str, ...]
     category: str
     instances: Instances
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def caption(self) -> str:
         """The caption file, relative to ``workflow/report``."""
         return f"{self.name}.rst"
+
+    @property
+    def outputs(self) -> set[str]:
+        """The outputs its jobs read (the first element of their inputs)."""
+        return {self.sources.get(kind, kind) for kind in self.reads}
 
 
 def _job(name: str, stem: str, reads: Mapping[str, Count], experiments: list[str], options: Mapping) -> FigureJob:
@@ -138,6 +151,14 @@ def _nonlinear_together(
     return instances
 
 
+def _nonlinear_planes(config: Mapping[str, Any]) -> Iterator[FigureJob]:
+    """One phase diagram per nonlinear phase plane (``nonlinear_phase_diagram_<plane>``), its x and y if set."""
+    for name, plane in config["nonlinear"]["planes"].items():
+        options = {key: plane[key] for key in ("x", "y") if key in plane}
+        stem = f"nonlinear_phase_diagram_{name}"
+        yield FigureJob("nonlinear_phase_diagram", stem, (("plane_phases", name),), options)
+
+
 def _mechanism_thresholds(config: Mapping[str, Any]) -> dict[str, float]:
     return {key: config["mechanisms"][key] for key in ("eps_c", "eps_rho", "eps_K")}
 
@@ -205,6 +226,15 @@ FIGURES: tuple[FigureEntry, ...] = (
         "Nonlinear",
         _nonlinear_together("nonlinear_mechanisms", "many", _mechanism_thresholds),
     ),
+    FigureEntry(
+        "nonlinear_phase_diagram",
+        "phases",
+        {"phases": "one"},
+        ("x", "y"),
+        "Nonlinear",
+        _nonlinear_planes,
+        sources={"phases": "plane_phases"},
+    ),
 )
 
 BY_NAME: dict[str, FigureEntry] = {entry.name: entry for entry in FIGURES}
@@ -230,7 +260,7 @@ def figure_jobs(config: Mapping[str, Any], available: Collection[tuple[str, str]
         for job in figure.instances(config):
             if available is not None:
                 inputs = tuple(item for item in job.inputs if item in available)
-                if {kind for kind, _ in inputs} != set(figure.reads):
+                if {output for output, _ in inputs} != figure.outputs:
                     continue
                 job = FigureJob(job.figure, job.stem, inputs, job.options)
             jobs.append(job)

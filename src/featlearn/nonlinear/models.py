@@ -26,6 +26,18 @@ like the width); for two layers it is the mean-field network
 ``f = (1/n) sum_i a_i phi(w_i . x / sqrt(d))`` and matches the mean-field
 row ``(a, c) = (1, -1)`` of the solvable model's parametrizations (``docs/model.md``).
 
+*Width exponents* (:func:`exponent_scaling`, the nonlinear phase planes of
+``docs/nonlinear.md``) give every layer its own scale instead, as the solvable
+model's hyperparameters ``prefactor * width^-exponent`` (``docs/phases.md``):
+the readout ``theta_L`` carries the output multiplier ``m_L = kappa ~ d^-a``,
+init std ``sigma_u ~ d^-b_u`` and learning rate ``eta_u ~ d^-c_u``; every
+other layer the init std ``sigma_w ~ d^-b_w`` and learning rate
+``eta_w ~ d^-c_w``, with the fan-in multiplier ``1/sqrt(n_0)`` for the first
+layer (a constant: the input size does not grow with the width) and
+``1/sqrt(n)`` for the hidden-to-hidden layers (so that at ``b_w = 0`` each
+keeps its input's scale). For two layers and scalar input this is exactly
+the solvable model with the same exponents.
+
 Every tensor carries a leading *run* dimension ``R``: the runs of a sweep that
 share the architecture (same depth, widths and activation) are stacked and
 trained with batched matrix products; runs never interact, so each run's
@@ -48,6 +60,15 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
     "swish": F.silu,
     "leaky_relu": partial(F.leaky_relu, negative_slope=0.01),
+}
+
+#: Derivatives of the activations, for the hand-written backward pass of :mod:`featlearn.nonlinear.planes`
+#: (``linear``, whose derivative is 1, has none: the pass skips it).
+DERIVATIVES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": lambda z: (z > 0).to(z.dtype),
+    "sigmoid": lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z)),
+    "swish": lambda z: torch.sigmoid(z) * (1 + z * (1 - torch.sigmoid(z))),
+    "leaky_relu": lambda z: torch.where(z > 0, 1.0, 0.01).to(z.dtype),
 }
 
 PARAMETRIZATIONS = ("standard", "ntk", "mean_field")
@@ -78,6 +99,37 @@ def layer_scaling(parametrization: str, layer_sizes: Sequence[int]) -> LayerScal
     raise ValueError(f"unknown parametrization {parametrization!r}; expected one of {PARAMETRIZATIONS}")
 
 
+def exponent_scaling(
+    layer_sizes: Sequence[int], *, kappa: float, sigma_u: float, sigma_w: float, eta_u: float, eta_w: float
+) -> LayerScaling:
+    """The :class:`LayerScaling` of the width-exponent parametrization (see the module docstring).
+
+    Parameters
+    ----------
+    layer_sizes
+        ``(n_0, ..., n_L)``: input size, hidden widths, outputs.
+    kappa, sigma_u, sigma_w, eta_u, eta_w
+        The values at this width (``prefactor * width^-exponent``, from
+        :func:`featlearn.grid.hyperparameters_at`).
+
+    Returns
+    -------
+    LayerScaling
+        Multipliers ``(1/sqrt(n_0), 1/sqrt(n_1), ..., 1/sqrt(n_{L-2}), kappa)``,
+        init stds ``(sigma_w, ..., sigma_w, sigma_u)`` and, as
+        ``lr_multiplier``, the learning rates ``(eta_w, ..., eta_w, eta_u)``
+        themselves (the base rate is 1).
+    """
+    fan_in = np.asarray(layer_sizes[:-1], dtype=float)
+    multiplier = 1.0 / np.sqrt(fan_in)
+    multiplier[-1] = kappa
+    init_std = np.full(len(fan_in), float(sigma_w))
+    init_std[-1] = sigma_u
+    lr = np.full(len(fan_in), float(eta_w))
+    lr[-1] = eta_u
+    return LayerScaling(multiplier, init_std, lr)
+
+
 @dataclass
 class BatchedFCN:
     """``R`` independent fully connected networks of identical shape.
@@ -105,14 +157,30 @@ class BatchedFCN:
         makes the gradient of ``theta`` a contiguous ``(R, n_l, n_{l-1})``
         product (the row layout ``h theta^T`` gives a transposed gradient, and
         the SGD update on it ran four times slower). The multiplier scales
-        ``z``, the smaller tensor, instead of ``theta``.
+        the smaller of ``theta`` and ``z`` (:meth:`columns`).
+        """
+        return self.columns(x)[1][-1].mT
+
+    def columns(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every layer's input ``h_{l-1}`` and pre-activation ``z_l = m_l theta_l h_{l-1}``, as columns.
+
+        ``h_0`` is ``x.mT`` (``(n_0, N)``, or ``(R, n_0, N)``), the others
+        ``(R, n_l, N)``; ``z_L`` is the output. What a hand-written backward
+        pass needs (:mod:`featlearn.nonlinear.planes`).
         """
         phi = ACTIVATIONS[self.activation]
         h = x.mT
+        inputs, pre_activations = [], []
         for layer, (m, w) in enumerate(zip(self.multipliers.T, self.weights)):
-            z = torch.matmul(w, h) * m[:, None, None]
+            inputs.append(h)
+            # The multiplier scales the smaller tensor: z for wide inputs, theta for wide layers of few inputs.
+            if w.shape[-1] < h.shape[-1]:
+                z = torch.matmul(w * m[:, None, None], h)
+            else:
+                z = torch.matmul(w, h) * m[:, None, None]
+            pre_activations.append(z)
             h = z if layer == self.depth - 1 else phi(z)
-        return h.mT
+        return inputs, pre_activations
 
     def subset(self, rows: torch.Tensor) -> BatchedFCN:
         """The networks ``rows`` of the stack (copies, gradients enabled as in ``self``)."""

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from featlearn.grid import Grid, grid_of, hyperparameters_at
 from featlearn.nonlinear.data import CIFAR10_BATCH_SAMPLES, CIFAR10_TEST_BATCH, CIFAR10_TRAIN_BATCHES, SAMPLES
 
 #: ``(n_train, n_test)`` of an image data set whose split sizes are not given: all of it.
@@ -68,6 +71,23 @@ class DatasetSpec:
     @property
     def classification(self) -> bool:
         return self.task == "classification"
+
+    def problems(self, *, cifar10_path: str | None = None) -> list[tuple[str, str]]:
+        """Split sizes the data set cannot hold, and a CIFAR-10 folder without its batches: ``(field, message)``.
+
+        From the data sets' fixed sizes and the folder's file names only (no data is read).
+        """
+        train_pool, test_pool, problems = _capacity(self, cifar10_path)
+        if test_pool is None and train_pool is not None and self.n_train + self.n_test > train_pool:
+            total = self.n_train + self.n_test
+            problems.append(("dataset", f"n_train + n_test = {total} exceeds the {train_pool} {self.name} samples"))
+        if test_pool is not None:
+            if self.n_train > train_pool:
+                found_images = f"the {train_pool} CIFAR-10 training images found"
+                problems.append(("dataset.n_train", f"{self.n_train} exceeds {found_images}"))
+            if self.n_test > test_pool:
+                problems.append(("dataset.n_test", f"{self.n_test} exceeds the {test_pool} CIFAR-10 test images"))
+        return problems
 
     def key(self) -> dict[str, Any]:
         """The fields that define the data, for hashing run generators."""
@@ -267,17 +287,7 @@ class ExperimentSpec:
                 field = f"settings.{setting.name}.target_scale"
                 problems.append((field, "only the teacher dataset has a target scale"))
 
-        train_pool, test_pool, found = _capacity(dataset, cifar10_path)
-        problems.extend(found)
-        if test_pool is None and train_pool is not None and dataset.n_train + dataset.n_test > train_pool:
-            total = dataset.n_train + dataset.n_test
-            problems.append(("dataset", f"n_train + n_test = {total} exceeds the {train_pool} {dataset.name} samples"))
-        if test_pool is not None:
-            if dataset.n_train > train_pool:
-                found_images = f"the {train_pool} CIFAR-10 training images found"
-                problems.append(("dataset.n_train", f"{dataset.n_train} exceeds {found_images}"))
-            if dataset.n_test > test_pool:
-                problems.append(("dataset.n_test", f"{dataset.n_test} exceeds the {test_pool} CIFAR-10 test images"))
+        problems.extend(dataset.problems(cifar10_path=cifar10_path))
 
         selection = self.lr_selection
         if selection is not None:
@@ -350,3 +360,59 @@ def spec_problems(mapping: Mapping[str, Any], *, cifar10_path: str | None = None
         empty when the experiment is consistent. Imports no torch, reads no data.
     """
     return ExperimentSpec.from_mapping(mapping).problems(cifar10_path=cifar10_path)
+
+
+@dataclass(frozen=True)
+class PlaneSpec:
+    """One nonlinear phase plane (``nonlinear.planes.<name>``), resolved and typed (``docs/nonlinear.md``).
+
+    A grid of width exponents, as a linear experiment's: ``parameters`` and
+    ``axes`` as in ``experiments.<name>`` (:func:`featlearn.grid.grid_of`),
+    the hyperparameters giving every layer's multiplier, init std and
+    learning rate (:func:`featlearn.nonlinear.models.exponent_scaling`). Each
+    run trains one network of ``depth`` weight matrices and activation
+    ``activation`` by full-batch gradient descent with step 1 on the MSE
+    (one-hot targets for classes) of the training split, for ``steps``
+    steps; it stops early once its loss is at most ``stop_fraction`` of its
+    start (held there) or when it diverges.
+    """
+
+    dataset: DatasetSpec
+    depth: int
+    activation: str
+    seeds: int
+    steps: int
+    log_points: int
+    stop_fraction: float
+    dtype: str
+    parameters: Mapping[str, Any]
+    axes: Mapping[str, Any]
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> PlaneSpec:
+        """From a resolved ``nonlinear.planes.<name>`` mapping (the schema's defaults filled in)."""
+        return cls(
+            dataset=DatasetSpec.from_mapping(mapping["dataset"]),
+            depth=mapping["depth"],
+            activation=mapping["activation"],
+            seeds=mapping["seeds"],
+            steps=mapping["steps"],
+            log_points=mapping["log_points"],
+            stop_fraction=float(mapping["stop_fraction"]),
+            dtype=mapping["dtype"],
+            parameters=mapping["parameters"],
+            axes=mapping.get("axes", {}),
+        )
+
+    @property
+    def grid(self) -> Grid:
+        return grid_of(self.parameters, self.axes)
+
+    def hyperparameters(self, index: int) -> dict[str, Any]:
+        """Every hyperparameter value and exponent at flat grid index ``index``."""
+        return hyperparameters_at(self.parameters, self.grid.point(index))
+
+    def log_steps(self) -> np.ndarray:
+        """The recorded steps: 0 and ``log_points - 1`` geometrically spaced steps up to ``steps`` (unique)."""
+        spaced = np.rint(np.geomspace(1, self.steps, max(self.log_points - 1, 1))).astype(np.int64)
+        return np.unique(np.concatenate([[0], spaced]))

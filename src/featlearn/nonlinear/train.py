@@ -133,15 +133,20 @@ def run_generator(spec: ExperimentSpec, run: Run) -> torch.Generator:
         "init_scale": point.init_scale,
         "role": run.role,
     }
+    return keyed_generator(key, point.seed)
+
+
+def keyed_generator(key: Mapping[str, Any], seed: int) -> torch.Generator:
+    """A torch generator keyed by a SHA-256 of ``key`` (JSON) and the seed index, through a SeedSequence."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).digest()
     words = np.frombuffer(digest[:16], dtype=np.uint32).tolist()
-    state = np.random.SeedSequence([*words, point.seed]).generate_state(2, dtype=np.uint32)
+    state = np.random.SeedSequence([*words, seed]).generate_state(2, dtype=np.uint32)
     generator = torch.Generator()
     generator.manual_seed((int(state[0]) << 31) ^ int(state[1]))
     return generator
 
 
-def _targets(dataset: Dataset, y: np.ndarray, loss: str, dtype: torch.dtype) -> torch.Tensor:
+def as_targets(dataset: Dataset, y: np.ndarray, loss: str, dtype: torch.dtype) -> torch.Tensor:
     """Training targets as tensors: one-hot for MSE on classes, labels for cross-entropy."""
     if dataset.task == "classification" and loss == "mse":
         return F.one_hot(torch.as_tensor(y), dataset.n_out).to(dtype)
@@ -166,7 +171,7 @@ def zero_output_loss(dataset: Dataset, loss: str) -> float:
     """Training loss of the network that outputs 0: ``1/2 mean |y|^2`` (MSE) or ``log(classes)``."""
     if loss == "cross_entropy":
         return float(np.log(dataset.n_out))
-    targets = _targets(dataset, dataset.y_train, loss, torch.float64)
+    targets = as_targets(dataset, dataset.y_train, loss, torch.float64)
     return float(0.5 * targets.pow(2).sum(-1).mean())
 
 
@@ -298,8 +303,8 @@ def train_runs(
 
     x_train = torch.as_tensor(dataset.x_train, dtype=dtype)
     x_test = torch.as_tensor(dataset.x_test, dtype=dtype)
-    y_train = _targets(dataset, dataset.y_train, spec.loss, dtype)
-    y_test = _targets(dataset, dataset.y_test, spec.loss, dtype)
+    y_train = as_targets(dataset, dataset.y_train, spec.loss, dtype)
+    y_test = as_targets(dataset, dataset.y_test, spec.loss, dtype)
     probe = x_train[: spec.probe_size]
     steps = log_steps(spec)
     stop_loss = (spec.stop.loss_target or 0.0) * zero_output_loss(dataset, spec.loss)
