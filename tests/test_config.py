@@ -381,6 +381,66 @@ MALFORMED |= {
 }  # fmt: skip
 
 
+def plane_config(name: str = "p", **changes: Any) -> dict[str, Any]:
+    """``minimal()`` with one valid nonlinear phase plane ``name``, changed by ``changes``."""
+    plane = {
+        "dataset": {
+            "name": "teacher",
+            "input_dim": 1,
+            "task": "regression",
+            "target_scale": 1.0,
+            "n_train": 4,
+            "n_test": 4,
+        },
+        "activation": "linear",
+        "steps": 10,
+        "parameters": {
+            "width": [64, 128, 256, 512],
+            "kappa": {"exponent": [0.5, 1.0]},
+            "eta_u": {"exponent": [0.0, 0.5]},
+            "eta_w": {"exponent": "c_u"},
+        },
+    }
+    plane.update(changes)
+    return {**minimal(), "nonlinear": {"planes": {name: plane}}}
+
+
+# Nonlinear phase planes: refused at validation, naming the field.
+MALFORMED |= {
+    "plane_name_is_a_path": (plane_config("../p"), "nonlinear.planes", ["'../p'"]),
+    "plane_one_cell_dim": (
+        plane_config(parameters={"width": [64, 128, 256, 512], "kappa": {"exponent": [0.5, 1.0]}}),
+        "nonlinear.planes.p.parameters", ["two grid dimensions besides width, not 1 (a)"],
+    ),
+    "plane_too_few_widths": (
+        plane_config(parameters={"width": [64, 128], "kappa": {"exponent": [0.5, 1.0]},
+                                 "eta_u": {"exponent": [0.0, 0.5]}}),
+        "nonlinear.planes.p.parameters.width", ["phases.fit.min_widths = 4"],
+    ),
+    "plane_stops_before_learning": (
+        plane_config(stop_fraction=0.5), "nonlinear.planes.p.stop_fraction", ["phases.fit.learning_fraction"]
+    ),
+    "plane_axis_not_swept": (plane_config(x="b_u"), "nonlinear.planes.p.x", ["b_u"]),
+    "plane_bad_expression": (
+        plane_config(parameters={"width": [64, 128, 256, 512], "kappa": {"exponent": [0.5, 1.0]},
+                                 "eta_u": {"exponent": [0.0, 0.5]}, "eta_w": {"exponent": "c_u +"}}),
+        "nonlinear.planes.p.parameters.eta_w.exponent", [],
+    ),
+    "plane_unknown_activation": (plane_config(activation="tanh"), "nonlinear.planes.p.activation", ["tanh"]),
+    "plane_too_many_samples": (
+        plane_config(dataset={"name": "digits", "n_train": 1500, "n_test": 500}),
+        "nonlinear.planes.p.dataset", ["exceeds"],
+    ),
+}  # fmt: skip
+
+
+def test_plane_base_configuration_is_valid_and_files_may_not_clash():
+    assert validation.validate(plane_config())["nonlinear"]["planes"]["p"]["seeds"] == 4
+    clash = plane_config()
+    clash["nonlinear"]["experiments"] = {"p_phases": swept()["nonlinear"]["experiments"]["net"]}
+    assert "nonlinear.planes.p: 'p_phases' is also a nonlinear experiment" in rejection(clash)
+
+
 def test_hostile_base_configuration_is_valid():
     """The corpus above breaks one thing each of a valid configuration."""
     resolved = validation.validate(swept())

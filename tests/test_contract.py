@@ -65,7 +65,7 @@ def test_every_file_the_smoke_run_writes_conforms_to_its_kind(smoke_run):
         kinds.add(contract.kind_of(ds))
         assert contract.problems(ds) == [], path
     # Each stage's output kind is there (chunks are temporary: the test above checks them).
-    assert kinds == {"trajectories", "mechanisms", "phases", "nonlinear"}
+    assert kinds == {"trajectories", "mechanisms", "phases", "nonlinear", "nonlinear_plane"}
     # Every stage's files: one per experiment and stage.
     assert len(files) == len({path.relative_to(smoke_run) for path in files})
 

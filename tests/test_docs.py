@@ -68,7 +68,7 @@ def expand(pattern: str) -> list[str]:
 
 def test_the_paper_map_names_experiments_and_rules_of_the_default_workflow():
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    experiments = {*config["experiments"], *config["nonlinear"]["experiments"]}
+    experiments = {*config["experiments"], *config["nonlinear"]["experiments"], *config["nonlinear"]["planes"]}
     rules = set(re.findall(r'label = "([^"]+)"', (ROOT / "docs" / "rulegraph.dot").read_text()))
     for table in tables(section(README, "The paper, result by result")):
         for row in table:
@@ -84,7 +84,7 @@ def test_the_paper_map_names_experiments_and_rules_of_the_default_workflow():
 
 def test_the_data_page_names_every_variable_of_the_contract():
     page = (ROOT / "docs" / "data.md").read_text()
-    for kind in ("trajectories", "mechanisms", "phases", "nonlinear"):
+    for kind in ("trajectories", "mechanisms", "phases", "nonlinear", "nonlinear_plane"):
         for name in contract.KINDS[kind].variables:
             assert f"`{name}`" in page, f"docs/data.md does not describe {kind} variable {name!r}"
 

@@ -51,10 +51,16 @@ def test_configured_figures_read_existing_outputs_and_have_unique_files(path):
     config = validation.load(str(REPO / path))
     jobs = table.figure_jobs(config)
     assert len({job.stem for job in jobs}) == len(jobs)
-    known = {"nonlinear": set(config["nonlinear"]["experiments"]), "phases": set(config["phases"]["experiments"])}
+    known = {
+        "nonlinear": set(config["nonlinear"]["experiments"]),
+        "phases": set(config["phases"]["experiments"]),
+        "plane_phases": set(config["nonlinear"]["planes"]),
+    }
     for job in jobs:
         entry = table.entry(job.figure)
-        assert {kind for kind, _ in job.inputs} == set(entry.reads), job.stem
+        # The outputs read: the kinds, or the output named in the entry's sources for a kind.
+        assert {output for output, _ in job.inputs} == entry.outputs, job.stem
+        assert {entry.sources.get(kind, kind) for kind in entry.reads} == entry.outputs, job.stem
         assert set(job.options) <= set(entry.options), job.stem
         for kind, experiment in job.inputs:
             assert experiment in known.get(kind, config["experiments"]), (job.stem, kind, experiment)

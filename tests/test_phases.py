@@ -186,7 +186,10 @@ def test_seed_noise_decides_a_zero_exponent_at_about_the_stated_rate(rate):
     measured = synthetic_measurements(ALL_FLAT, noise=0.0, cells=2000, widths=PLANE_WIDTHS)
     measured["beta0"] = measured["beta0"].copy(data=np.abs(rng.normal(size=measured["beta0"].shape)))
     fitted = phase_diagram.fit_exponents(
-        measured, dataclasses.replace(FIT, false_decision_rate=rate, bootstrap=100), min_widths=MIN_WIDTHS
+        # The seed-noise rule alone: the trend resolution only makes decisions rarer.
+        measured,
+        dataclasses.replace(FIT, false_decision_rate=rate, bootstrap=100, trend_resolution=0.0),
+        min_widths=MIN_WIDTHS,
     )
     slopes, stds = fitted["beta0_exponent"].values, fitted["beta0_exponent_std"].values
     # The seed-noise error is calibrated (independent check: the spread of the slopes over cells).
@@ -227,6 +230,27 @@ def test_curvature_allowance_covers_crossovers():
         ]
         == -1
     ).all()
+
+
+def test_trend_resolution_leaves_percent_level_corrections_undecided():
+    # A self-averaging quantity (seed noise 1e-4) that changes by 2 % across widths 2^6..2^13
+    # (d^-0.004, what a finite-width correction looks like over a short range where no bend shows):
+    # seed noise alone decides its slope; the trend resolution (5 % across the widths) does not.
+    widths = [2**k for k in range(6, 14)]
+    measured = synthetic_measurements({**ALL_FLAT, "kernel_scale": -0.004}, noise=1e-4, cells=2, widths=widths)
+    without = phase_diagram.fit_exponents(measured, dataclasses.replace(FIT, trend_resolution=0.0), min_widths=4)
+    assert (phase_diagram.decide_sign(without, "kernel_scale") == -1).all()
+    fitted = phase_diagram.fit_exponents(measured, dataclasses.replace(FIT, trend_resolution=0.05), min_widths=4)
+    assert (phase_diagram.decide_sign(fitted, "kernel_scale") == 0).all()
+    # The widening is log(1.05) over the log-width range: 0.010 here, 0.003 over 2^8..2^30.
+    widening = float(fitted["kernel_scale_exponent_high"][0] - without["kernel_scale_exponent_high"][0])
+    assert widening == pytest.approx(np.log(1.05) / np.log(2**7), rel=1e-9)
+    # A genuine exponent of 0.05 (a 28 % change across the same widths) stays decided.
+    measured["kernel_scale"] = measured["kernel_scale"] * xr.DataArray(
+        np.array(widths, dtype=float) ** 0.05, dims="width"
+    )
+    trend = phase_diagram.fit_exponents(measured, dataclasses.replace(FIT, trend_resolution=0.05), min_widths=4)
+    assert (phase_diagram.decide_sign(trend, "kernel_scale") == 1).all()
 
 
 def test_changes_below_resolution_count_as_vanishing():

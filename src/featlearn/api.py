@@ -101,7 +101,8 @@ def _experiment_config(spec: Spec, name: str | None, section: str) -> tuple[dict
         config = validation.load(os.fspath(spec))
     entries = functools.reduce(operator.getitem, keys, config)
     if name is None or name not in entries:
-        raise ConfigError([f"{section}: name one entry of {os.fspath(spec)} ({', '.join(entries)})"])
+        noun = "plane" if keys[-1] == "planes" else "experiment"
+        raise ConfigError([f"{section}: name one {noun} of {os.fspath(spec)} ({', '.join(entries)})"])
     return config, name
 
 

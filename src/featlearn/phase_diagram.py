@@ -283,7 +283,10 @@ class FitSettings:
     noise alone decides the sign of an exponent that is zero (two-sided; sets
     the Student-t quantile of the decision intervals and of the bend tests).
     ``learning_fraction``: the learning time is when the loss first falls to
-    this fraction of its start.
+    this fraction of its start. ``trend_resolution``: a seed average that
+    changes by less than this relative amount across the fitted widths shows
+    no trend (the decision intervals are widened by ``log(1 + r) / span``,
+    ``span`` the log-width range fitted).
     """
 
     resolution: float
@@ -291,6 +294,7 @@ class FitSettings:
     divergence_fraction: float
     false_decision_rate: float
     learning_fraction: float
+    trend_resolution: float
 
 
 def _polynomial_weights(x: NDArray[np.float64], weight: NDArray[np.float64], degree: int) -> NDArray[np.float64]:
@@ -480,10 +484,11 @@ def fit_exponents(
     - ``<name>_exponent_allowance``: :func:`_curvature_allowance` (for the
       kernel scale also the share of its slope that a vanishing kernel change
       carries, see below);
-    - ``<name>_exponent_low`` / ``_high``: the decision interval, slope -/+ t
-      std, widened by the allowance on the side a bend points to (the
-      asymptotic exponent lies that way); t is the two-sided Student-t
-      quantile of ``settings.false_decision_rate`` at the effective dof.
+    - ``<name>_exponent_low`` / ``_high``: the decision interval, slope -/+
+      (t std + log(1 + trend_resolution) / span), widened by the allowance on
+      the side a bend points to (the asymptotic exponent lies that way); t is
+      the two-sided Student-t quantile of ``settings.false_decision_rate`` at
+      the effective dof, span the log-width range fitted.
 
     The kernel moves from K(0) by the kernel change while the network learns,
     so the kernel scale carries the factor 1 + change; where the change
@@ -540,11 +545,18 @@ def fit_exponents(
         seeds = np.where(count > 0, np.isfinite(y).sum(-1), 0)
         fits[name] = _fit(x, average, np.maximum(variance, settings.resolution**2), seeds, rate)
         allowances[name] = _curvature_allowance(fits[name])
-    # The decision interval: seed noise (t std) both ways, the allowance on the side(s) a bend points to.
+
+    # The decision interval: seed noise (t std) and the trend resolution both ways, the allowance on
+    # the side(s) a bend points to.
+    def half_width(fit: _Fit) -> NDArray[np.float64]:
+        with np.errstate(divide="ignore"):
+            trend = np.where(fit.span > 0, np.log1p(settings.trend_resolution) / fit.span, np.inf)
+        return _quantile(rate, fit.dof) * fit.std + trend
+
     bounds = {
         name: (
-            fit.slope - _quantile(rate, fit.dof) * fit.std - np.where(fit.falls, allowances[name], 0.0),
-            fit.slope + _quantile(rate, fit.dof) * fit.std + np.where(fit.rises, allowances[name], 0.0),
+            fit.slope - half_width(fit) - np.where(fit.falls, allowances[name], 0.0),
+            fit.slope + half_width(fit) + np.where(fit.rises, allowances[name], 0.0),
         )
         for name, fit in fits.items()
     }
@@ -723,6 +735,21 @@ def _describe_cell(cell: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v.item() if hasattr(v, 'item') else v}" for k, v in cell.items())
 
 
+#: The measured quantity each criterion of :func:`classify` reads (divergence: the diverged seeds).
+CRITERION_QUANTITY = {"e0": "beta0", "elam": "kernel_scale", "eM": "kernel_change"}
+
+
+def _decisive_reading(result: xr.Dataset, criterion: str, index: tuple[int, ...]) -> str:
+    """What decided a cell: `` (CRITERION: QUANTITY exponent E +- STD [LOW, HIGH], predicted P)``."""
+    if criterion not in CRITERION_QUANTITY:
+        return f" ({criterion}: diverged fraction {result['diverged_fraction'].values[index]:.2f})"
+    name = f"{CRITERION_QUANTITY[criterion]}_exponent"
+    value, std, low, high, predicted = (
+        float(result[f"{name}{suffix}"].values[index]) for suffix in ("", "_std", "_low", "_high", "_predicted")
+    )
+    return f" ({criterion}: {name} {value:.3f} +- {std:.3f} [{low:.3f}, {high:.3f}], predicted {predicted:.3f})"
+
+
 #: Predicted phases whose decision each measured exponent takes part in (the summaries use these cells).
 DECIDES: dict[str, tuple[str, ...]] = {
     "beta0": PHASES,
@@ -834,6 +861,7 @@ def analyse(trajectories: xr.Dataset, settings: PhaseSettings) -> xr.Dataset:
         disagreeing = [
             _describe_cell({d: result[d].values[i] for d, i in zip(cells, index)})
             + f": measured {CLASSIFIED_PHASES[phase[index]]}, predicted {PHASES[theory_codes[index]]}"
+            + _decisive_reading(result, PHASE_CRITERIA[classified["phase_criterion"].values[index]], index)
             for index in np.ndindex(phase.shape)
             if decided[index] and not agrees[index]
         ]

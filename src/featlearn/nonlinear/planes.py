@@ -61,7 +61,7 @@ from featlearn.nonlinear.spec import PlaneSpec
 from featlearn.nonlinear.train import DTYPES, as_targets, keyed_generator
 from featlearn.solvers import DIVERGENCE_FACTOR
 
-#: Elements (weights and activations, over all runs) one stack of runs may hold: 2^24 (128 MB in float64).
+#: Elements (weights and activations, over all runs) one stack of runs may hold: 2^23 (64 MB in float64).
 STACK_ELEMENTS = 2**23
 
 Progress = Callable[[str], None]
