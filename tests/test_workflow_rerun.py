@@ -92,7 +92,8 @@ def test_figure_settings_rerun_only_that_figure(finished):
     [
         # The nonlinear mechanisms figure labels its runs with the same thresholds.
         (["mechanisms", "figure_nonlinear_mechanisms"], ("mechanisms", "eps_c"), 0.2),
-        (["phases"], ("phases", "fit", "false_decision_rate"), 0.01),
+        # The nonlinear planes are classified with the same fit settings.
+        (["phases", "plane_phases"], ("phases", "fit", "false_decision_rate"), 0.01),
     ],
 )
 def test_analysis_thresholds_rerun_only_the_analysis_and_its_dependents(finished, rules, path, value):
@@ -122,6 +123,16 @@ def test_one_experiment_grid_reruns_only_that_experiment(finished):
     assert dry_run(finished) == expected
 
 
+def test_one_nonlinear_plane_reruns_only_that_plane(finished):
+    name = "relu2_rate"
+    expected = dry_run(finished, "--forcerun", f"results/nonlinear/{name}_trajectories.nc")
+    assert expected["train_plane"] == 1 and expected["plane_phases"] == 1
+    assert expected[f"figure_nonlinear_phase_diagram_{name}"] == 1
+
+    edit_config(finished, lambda config: config["nonlinear"]["planes"][name].update(steps=50))
+    assert dry_run(finished) == expected
+
+
 def edit_source(source_copy: Path, module: str, old: str, new: str) -> None:
     path = source_copy / "featlearn" / module
     text = path.read_text()
@@ -139,6 +150,7 @@ CODE_EDIT = "\n_EDITED = True\n"
         ("figures/simulation.py", ["figure_solver_comparison"]),
         ("solvers.py", ["simulate"]),
         ("nonlinear/metrics.py", ["train"]),
+        ("nonlinear/planes.py", ["train_plane"]),
     ],
 )
 def test_module_edit_reruns_exactly_the_rules_running_it(finished, source_copy, module, rules):

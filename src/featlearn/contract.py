@@ -36,6 +36,11 @@ EXPONENTS = ("a", "b_u", "b_w", "c_u", "c_w")
 PREFACTORS = tuple(f"{name}0" for name in SCALED_HYPERPARAMETERS)
 #: Hyperparameters that are plain values.
 PLAIN_HYPERPARAMETERS = ("rho", "beta_star", "sigma2")
+#: Loss growth over ``1 + L(0)`` beyond which a GD run is declared divergent (``diverged``;
+#: the linear GD solver and the nonlinear phase planes).
+#: Far above any transient (catapult peaks are a few orders of magnitude),
+#: far below the float64 overflow.
+DIVERGENCE_FACTOR = 1e30
 #: Every hyperparameter value stored with a run (coordinates of trajectories.nc).
 HYPERPARAMETERS = ("width", *SCALED_HYPERPARAMETERS, *PLAIN_HYPERPARAMETERS)
 #: Hyperparameter values stored with every run of a nonlinear phase plane (its coordinates).

@@ -11,7 +11,7 @@
 Every solver returns a :class:`Trajectory` of Gram entries on the requested
 record times. Discrete solvers record at whole steps ``k = round(t / dt)``.
 A GD run whose loss leaves the float range (or grows by more than
-:data:`DIVERGENCE_FACTOR` over its start) is marked ``diverged``; its later
+:data:`featlearn.contract.DIVERGENCE_FACTOR` over its start) is marked ``diverged``; its later
 records are NaN, and it stops being updated, so a divergent cell never
 crashes a batch or spreads overflow warnings.
 """
@@ -25,15 +25,11 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.integrate import solve_ivp
 
 from featlearn import theory
+from featlearn.contract import DIVERGENCE_FACTOR
 from featlearn.theory import Gram, Hyperparameters
 
 SolverName = Literal["flow", "gd", "explicit"]
 SOLVERS: tuple[str, ...] = ("flow", "gd", "explicit")
-
-#: Loss growth over ``1 + L(0)`` beyond which a GD run is declared divergent.
-#: Far above any transient (catapult peaks are a few orders of magnitude),
-#: far below the float64 overflow.
-DIVERGENCE_FACTOR = 1e30
 
 
 class Trajectory(NamedTuple):

@@ -68,8 +68,10 @@ PAPER: tuple[PaperResult, ...] = (
             "phases_diagram_scale",
             "phases_diagram_imbalance",
             "phases_diagram_rate",
+            "phases_diagram_oblique",
             "phases_kernel_change_width",
             "phases_kernel_change_map",
+            "phases_learning_time",
         ),
     ),
     PaperResult(

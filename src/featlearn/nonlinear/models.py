@@ -46,13 +46,19 @@ gradient is the gradient of the summed loss.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from featlearn.nonlinear.data import Dataset
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "linear": lambda z: z,
@@ -65,13 +71,36 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 #: Derivatives of the activations, for the hand-written backward pass of :mod:`featlearn.nonlinear.planes`
 #: (``linear``, whose derivative is 1, has none: the pass skips it).
 DERIVATIVES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": lambda z: (z > 0).to(z.dtype),
+    # sign and clamp: twice as fast as (z > 0).to(dtype) on CPU, and the same values (0 at z = 0).
+    "relu": lambda z: torch.sign(z).clamp_(min=0),
     "sigmoid": lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z)),
     "swish": lambda z: torch.sigmoid(z) * (1 + z * (1 - torch.sigmoid(z))),
     "leaky_relu": lambda z: torch.where(z > 0, 1.0, 0.01).to(z.dtype),
 }
 
 PARAMETRIZATIONS = ("standard", "ntk", "mean_field")
+
+#: Torch dtypes of the ``dtype`` settings.
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def keyed_generator(key: Mapping[str, Any], seed: int) -> torch.Generator:
+    """A torch generator keyed by a SHA-256 of ``key`` (JSON) and the seed index, through a SeedSequence."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).digest()
+    words = np.frombuffer(digest[:16], dtype=np.uint32).tolist()
+    state = np.random.SeedSequence([*words, seed]).generate_state(2, dtype=np.uint32)
+    generator = torch.Generator()
+    generator.manual_seed((int(state[0]) << 31) ^ int(state[1]))
+    return generator
+
+
+def as_targets(dataset: Dataset, y: np.ndarray, loss: str, dtype: torch.dtype) -> torch.Tensor:
+    """Training targets as tensors: one-hot for MSE on classes, labels for cross-entropy."""
+    if dataset.task == "classification" and loss == "mse":
+        return F.one_hot(torch.as_tensor(y), dataset.n_out).to(dtype)
+    if loss == "cross_entropy":
+        return torch.as_tensor(y)
+    return torch.as_tensor(y, dtype=dtype)
 
 
 @dataclass(frozen=True)

@@ -53,13 +53,19 @@ import torch
 import xarray as xr
 
 from featlearn import contract
-from featlearn.contract import PLANE_HYPERPARAMETERS, SCALED_HYPERPARAMETERS
+from featlearn.contract import DIVERGENCE_FACTOR, PLANE_HYPERPARAMETERS, SCALED_HYPERPARAMETERS
 from featlearn.nonlinear import data
 from featlearn.nonlinear.data import Dataset
-from featlearn.nonlinear.models import DERIVATIVES, BatchedFCN, exponent_scaling, init_network
+from featlearn.nonlinear.models import (
+    DERIVATIVES,
+    DTYPES,
+    BatchedFCN,
+    as_targets,
+    exponent_scaling,
+    init_network,
+    keyed_generator,
+)
 from featlearn.nonlinear.spec import PlaneSpec
-from featlearn.nonlinear.train import DTYPES, as_targets, keyed_generator
-from featlearn.solvers import DIVERGENCE_FACTOR
 
 #: Elements (weights and activations, over all runs) one stack of runs may hold: 2^23 (64 MB in float64).
 STACK_ELEMENTS = 2**23
@@ -90,22 +96,32 @@ def init_runs(
     return model, torch.as_tensor(np.stack([s.lr_multiplier for s in scalings]), dtype=dtype)
 
 
-def backward(model: BatchedFCN, pre_activations: Sequence[torch.Tensor], signal: torch.Tensor) -> list[torch.Tensor]:
-    """``delta_l = d(sum signal . z_L) / dz_l`` for every layer, columns ``(R, n_l, C)``.
+def slopes(model: BatchedFCN, pre_activations: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+    """``phi'(z_l)`` of every hidden layer (``None`` for the linear network, whose slope is 1)."""
+    derivative = DERIVATIVES.get(model.activation)
+    return [None if derivative is None else derivative(z) for z in pre_activations[:-1]]
 
-    ``signal`` is ``(R, n_L, C)``: ``C`` is a multiple of the ``N`` columns of
-    the forward pass (the output units' unit signals side by side), and the
-    pre-activations are tiled to match. The multiplier scales ``delta``, never
+
+def backward(
+    model: BatchedFCN,
+    pre_activations: Sequence[torch.Tensor],
+    signal: torch.Tensor,
+    hidden_slopes: Sequence[torch.Tensor | None] | None = None,
+) -> list[torch.Tensor]:
+    """``delta_l = d(sum signal . z_L) / dz_l`` for every layer, columns ``(R, n_l, N)``.
+
+    ``signal`` is ``(R, n_L, N)``, one column per training sample of the
+    forward pass; ``hidden_slopes`` (:func:`slopes`) when several signals
+    go back through the same pass. The multiplier scales ``delta``, never
     larger than the weights it meets.
     """
-    derivative = DERIVATIVES.get(model.activation)
+    hidden_slopes = slopes(model, pre_activations) if hidden_slopes is None else hidden_slopes
     deltas = [signal]
     for layer in range(model.depth - 1, 0, -1):
         scaled = deltas[0] * model.multipliers[:, layer, None, None]
         back = torch.matmul(model.weights[layer].mT, scaled)
-        if derivative is not None:
-            z = pre_activations[layer - 1]
-            back.mul_(derivative(z).repeat(1, 1, signal.shape[-1] // z.shape[-1]))
+        if hidden_slopes[layer - 1] is not None:
+            back.mul_(hidden_slopes[layer - 1])
         deltas.insert(0, back)
     return deltas
 
@@ -129,17 +145,21 @@ def descend(
 def kernel_scale(
     model: BatchedFCN, inputs: Sequence[torch.Tensor], pre_activations: Sequence[torch.Tensor], lr: torch.Tensor
 ) -> torch.Tensor:
-    """``ntk_eta`` per run: mean over inputs x and outputs o of ``sum_l eta_l |df_o(x)/dtheta_l|^2`` (module doc)."""
+    """``ntk_eta`` per run: mean over inputs x and outputs o of ``sum_l eta_l |df_o(x)/dtheta_l|^2`` (module doc).
+
+    One backward pass per output unit, so that it holds no more than a training step.
+    """
     runs, outputs, samples = pre_activations[-1].shape
-    # Unit signal of output o at every sample: columns o * N + i.
-    signal = torch.eye(outputs, dtype=lr.dtype).repeat_interleave(samples, dim=1).expand(runs, -1, -1)
+    input_norms = [torch.linalg.vector_norm(h, dim=-2).square().expand(runs, samples) for h in inputs]
+    scales = [lr[:, layer] * model.multipliers[:, layer] ** 2 for layer in range(model.depth)]
+    hidden_slopes = slopes(model, pre_activations)
     total = torch.zeros(runs, dtype=lr.dtype)
-    for layer, (h, g) in enumerate(zip(inputs, backward(model, pre_activations, signal))):
-        signal_norms = torch.linalg.vector_norm(g, dim=-2).square().reshape(runs, outputs, samples)
-        input_norms = torch.linalg.vector_norm(h, dim=-2).square().expand(runs, samples)
-        scale = lr[:, layer] * model.multipliers[:, layer] ** 2
-        total += scale * (signal_norms * input_norms[:, None, :]).mean((-2, -1))
-    return total
+    for output in range(outputs):
+        signal = torch.zeros(runs, outputs, samples, dtype=lr.dtype)
+        signal[:, output] = 1.0
+        for g, norms, scale in zip(backward(model, pre_activations, signal, hidden_slopes), input_norms, scales):
+            total += scale * (torch.linalg.vector_norm(g, dim=-2).square() * norms).mean(-1)
+    return total / outputs
 
 
 def train_stack(
@@ -197,12 +217,13 @@ def train_stack(
 def stack_size(spec: PlaneSpec, dataset: Dataset, width: int) -> int:
     """Runs of width ``width`` per stack, so that a stack holds at most :data:`STACK_ELEMENTS` elements.
 
-    Counted per run: the weights, and the activations and backward signals
-    of the kernel-scale pass (``n_out`` columns per training sample).
+    Counted per run: the weights, and the inputs, pre-activations and
+    backward signals of a step (one column per training sample; the
+    kernel-scale pass takes one output unit at a time, no more).
     """
     sizes = layer_sizes(spec, dataset, width)
     weights = sum(a * b for a, b in itertools.pairwise(sizes))
-    activations = 3 * sum(sizes[1:]) * len(dataset.x_train) * dataset.n_out
+    activations = 3 * sum(sizes[1:]) * len(dataset.x_train)
     return max(1, STACK_ELEMENTS // (weights + activations))
 
 

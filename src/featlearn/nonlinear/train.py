@@ -28,9 +28,7 @@ selection start from the same weights and see the same minibatches.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,12 +44,11 @@ from featlearn.contract import STOP_REASONS
 from featlearn.nonlinear import data, metrics
 from featlearn.nonlinear.data import Dataset
 from featlearn.nonlinear.mechanisms import at_stop
-from featlearn.nonlinear.models import BatchedFCN, init_network, layer_scaling
+from featlearn.nonlinear.models import DTYPES, BatchedFCN, as_targets, init_network, keyed_generator, layer_scaling
 from featlearn.nonlinear.spec import ExperimentSpec, Setting
 
 #: Swept hyperparameters, in the order of the output dimensions (then seed, step, layer).
 SWEEP_DIMS = ("setting", "activation", "parametrization", "width", "init_scale")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Largest activation tensor (elements) a stack of training runs builds (512 kB in float32).
 #: Stacking pays for small per-run tensors (minibatch SGD, widths of hundreds: see
 #: benchmarks/bench_nonlinear.py) and not for large ones (width 10^4), which train alone.
@@ -134,25 +131,6 @@ def run_generator(spec: ExperimentSpec, run: Run) -> torch.Generator:
         "role": run.role,
     }
     return keyed_generator(key, point.seed)
-
-
-def keyed_generator(key: Mapping[str, Any], seed: int) -> torch.Generator:
-    """A torch generator keyed by a SHA-256 of ``key`` (JSON) and the seed index, through a SeedSequence."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).digest()
-    words = np.frombuffer(digest[:16], dtype=np.uint32).tolist()
-    state = np.random.SeedSequence([*words, seed]).generate_state(2, dtype=np.uint32)
-    generator = torch.Generator()
-    generator.manual_seed((int(state[0]) << 31) ^ int(state[1]))
-    return generator
-
-
-def as_targets(dataset: Dataset, y: np.ndarray, loss: str, dtype: torch.dtype) -> torch.Tensor:
-    """Training targets as tensors: one-hot for MSE on classes, labels for cross-entropy."""
-    if dataset.task == "classification" and loss == "mse":
-        return F.one_hot(torch.as_tensor(y), dataset.n_out).to(dtype)
-    if loss == "cross_entropy":
-        return torch.as_tensor(y)
-    return torch.as_tensor(y, dtype=dtype)
 
 
 def per_run_loss(outputs: torch.Tensor, targets: torch.Tensor, loss: str) -> torch.Tensor:
