@@ -125,12 +125,17 @@ def test_figure_draws_every_figure_the_smoke_run_draws(smoke_run):
         "mechanisms": "results/{}/mechanisms.nc",
         "phases": "results/{}/phases.nc",
         "nonlinear": "results/nonlinear/{}.nc",
+        "plane_phases": "results/nonlinear/{}_phases.nc",
     }
     for job in jobs:
-        reads = table.entry(job.figure).reads
+        entry = table.entry(job.figure)
+        reads = entry.reads
+        # The keyword is the kind a figure reads; the file, the output that holds it.
+        kind_of = {entry.sources.get(kind, kind): kind for kind in reads}
         datasets: dict[str, list[xr.Dataset]] = {}
-        for kind, experiment in job.inputs:
-            datasets.setdefault(kind, []).append(io.read_netcdf(smoke_run / paths[kind].format(experiment)))
+        for output, experiment in job.inputs:
+            path = smoke_run / paths[output].format(experiment)
+            datasets.setdefault(kind_of[output], []).append(io.read_netcdf(path))
         arguments = {kind: found[0] if reads[kind] == "one" else found for kind, found in datasets.items()}
         drawn = fl.figure(job.figure, **arguments, **job.options)
         assert isinstance(drawn, Figure), job.stem

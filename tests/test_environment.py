@@ -76,8 +76,9 @@ def test_the_rules_use_the_environment_of_their_stage():
     rules = {path.name: path.read_text() for path in (ROOT / "workflow" / "rules").glob("*.smk")}
     common = rules["common.smk"]
     assert 'ENV = "../envs/featlearn.yaml"' in common and 'TORCH_ENV = "../envs/nonlinear.yaml"' in common
-    # Only the training imports torch; every other rule runs without it.
-    assert rules["nonlinear.smk"].count("TORCH_ENV") == 1
+    # Only the training rules (nonlinear experiments and phase planes) import torch; every other rule runs without it.
+    assert rules["nonlinear.smk"].count("TORCH_ENV") == 2
+    assert re.findall(r"^rule (\w+):", rules["nonlinear.smk"], re.MULTILINE) == ["train", "train_plane"]
     assert (
         sum(text.count("TORCH_ENV") for name, text in rules.items() if name not in ("common.smk", "nonlinear.smk")) == 0
     )

@@ -122,6 +122,15 @@ def _nonlinear_entry(
     return entry, name, folder
 
 
+def _with_provenance(
+    ds: xr.Dataset, name: str, description: str, solver: str, entry: Mapping[str, Any], folder: str | None
+) -> xr.Dataset:
+    """``ds`` with the provenance attributes the pipeline's training rules write (the entry and the folder)."""
+    ds.attrs.update(io.provenance_attrs(description, solver, {**entry, "cifar10_path": folder}))
+    ds.attrs["experiment"] = name
+    return ds
+
+
 def simulate(
     spec: Spec,
     name: str | None = None,
@@ -314,10 +323,7 @@ def train(
 
     experiment, name, folder = _nonlinear_entry(spec, name, "experiments", cifar10_path)
     ds = run_experiment(experiment, cifar10_path=folder, progress=progress)
-    provenance = {"experiment": experiment, "cifar10_path": folder}
-    ds.attrs.update(io.provenance_attrs(f"featlearn nonlinear: {name}", "torch-gd", provenance))
-    ds.attrs["experiment"] = name
-    return ds
+    return _with_provenance(ds, name, f"featlearn nonlinear: {name}", "torch-gd", {"experiment": experiment}, folder)
 
 
 def train_plane(
@@ -365,10 +371,7 @@ def train_plane(
 
     plane, name, folder = _nonlinear_entry(spec, name, "planes", cifar10_path)
     ds = train_networks(plane, cifar10_path=folder, progress=progress)
-    provenance = {"plane": plane, "cifar10_path": folder}
-    ds.attrs.update(io.provenance_attrs(f"featlearn nonlinear plane: {name}", "gd", provenance))
-    ds.attrs["experiment"] = name
-    return ds
+    return _with_provenance(ds, name, f"featlearn nonlinear plane: {name}", "gd", {"plane": plane}, folder)
 
 
 def figure(name: str, /, **arguments: Any) -> Figure:

@@ -125,6 +125,23 @@ FIGURE_JOBS = figure_table.figure_jobs(CONFIG, AVAILABLE)
 EXPERIMENT_PATTERN = "|".join(map(re.escape, [*EXPERIMENTS, *NONLINEAR_EXPERIMENTS, *NONLINEAR_PLANES])) or "^$"
 
 
+# Settings of the phases jobs (rules/phases.smk): linear experiments and nonlinear planes.
+def phase_settings(strict, min_agreement):
+    """The phases job's settings: the phases section's fit and GD settings, and the agreement check.
+
+    With strict, the job fails (after writing) when the agreement is below min_agreement.
+    """
+    settings = {key: CONFIG["phases"][key] for key in ("fit", "gd_rise")}
+    return as_json({**settings, "strict": strict, "min_agreement": min_agreement})
+
+
+def plane_phase_settings(min_agreement):
+    """A plane's: the same, strict when the plane sets a min_agreement."""
+    if min_agreement is None:
+        return phase_settings(False, CONFIG["phases"]["min_agreement"])
+    return phase_settings(True, min_agreement)
+
+
 # The report's front page: what the run found (rules/summary.smk).
 SUMMARY = "results/summary.rst"
 

@@ -3,22 +3,6 @@
 # plane (docs/nonlinear.md). Figures: figures.smk.
 
 
-def phase_settings(strict, min_agreement):
-    """The phases job's settings: the phases section's fit and GD settings, and the agreement check.
-
-    With strict, the job fails (after writing) when the agreement is below min_agreement.
-    """
-    settings = {key: CONFIG["phases"][key] for key in ("fit", "gd_rise")}
-    return as_json({**settings, "strict": strict, "min_agreement": min_agreement})
-
-
-def plane_phase_settings(min_agreement):
-    """A plane's: the same, strict when the plane sets a min_agreement."""
-    if min_agreement is None:
-        return phase_settings(False, CONFIG["phases"]["min_agreement"])
-    return phase_settings(True, min_agreement)
-
-
 rule phases:
     input:
         OUTPUTS["trajectories"],
