@@ -73,9 +73,9 @@ def test_the_summary_is_written_from_the_runs_outputs(smoke_run):
     for name in config["phases"]["experiments"]:
         phases = xr.open_dataset(smoke_run / "results" / name / "phases.nc")
         if "agreement" in phases.attrs:
-            cells = int(phases.attrs["cells"])
-            agreeing = round(float(phases.attrs["agreement"]) * cells)
-            assert f"``{name}``, {cells} cells" in page and f"agree on {agreeing} of {cells} cells" in page
+            cells, decided = int(phases.attrs["cells"]), int(phases.attrs["decided_cells"])
+            agreeing = round(float(phases.attrs["agreement"]) * decided)
+            assert f"``{name}``, {cells} cells" in page and f"agree on {agreeing} of {decided} decided cells" in page
     for name in config["experiments"]:
         assert f"- ``{name}``, " in page, name
     for name in config["nonlinear"]["experiments"]:

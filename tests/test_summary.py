@@ -67,11 +67,14 @@ def nonlinear_file(extra: dict | None = None) -> xr.Dataset:
 
 def test_phases_line_reads_agreement_and_every_agreement_or_boundary_attribute():
     ds = phases_file(
-        agreement=0.75, cells=4, agreement_decided=1.0, boundary_fraction=0.25, boundary_note="text is not a number",
+        agreement=2 / 3, cells=4, decided_cells=3, agreement_decided=1.0, boundary_fraction=0.25,
+        boundary_note="text is not a number",
         disagreeing_cells="a = 1, c_u = 0: measured boundary, predicted frozen",
     )  # fmt: skip
     (line,) = summary._bullets([summary._phase_line(ds)])[:1]
-    assert line.startswith("- ``plane``, 4 cells (a 2 x c_u 2): classifier and predictor agree on 3 of 4 cells (75%)")
+    assert line.startswith(
+        "- ``plane``, 4 cells (a 2 x c_u 2): classifier and predictor agree on 2 of 3 decided cells (66.7%)"
+    )
     assert "agreement_decided 1; boundary_fraction 0.25;" in line
     assert "boundary_note" not in line
     assert "measured phases: frozen 1, kernel 1, feature-learning 1, boundary 1" in line

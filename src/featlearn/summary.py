@@ -229,10 +229,12 @@ def _runs(ds: xr.Dataset, runs: int, dims: Iterable[str]) -> str:
 def _phase_line(ds: xr.Dataset) -> str:
     parts = []
     if "agreement" in ds.attrs:
-        cells = int(ds.attrs["cells"])
-        agreeing = round(float(ds.attrs["agreement"]) * cells)
+        # The agreement is over the decided cells (boundary cells are neither agreeing nor not).
+        decided = int(ds.attrs.get("decided_cells", ds.attrs["cells"]))
+        agreement = float(ds.attrs["agreement"])
         parts.append(
-            f"classifier and predictor agree on {agreeing} of {cells} cells ({float(ds.attrs['agreement']):.0%})"
+            f"classifier and predictor agree on {round(agreement * decided)} of {decided} decided cells "
+            f"({agreement:.1%})"
         )
         parts += [
             f"{key} {float(value):.3g}"
