@@ -43,9 +43,9 @@ from featlearn.nonlinear.spec import DatasetSpec, spec_problems
 VECTORS_MAX_WIDTH = 10**6
 #: Hyperparameters that must not be negative (the schema checks plain values; derived ones are checked here).
 NONNEGATIVE_HYPERPARAMETERS = ("sigma_u", "sigma_w", "eta_u", "eta_w")
-#: The files of plane NAME: results/nonlinear/NAME<suffix>.nc, its runs and its phases
-#: (workflow/rules/common.smk), beside the nonlinear experiments' results/nonlinear/NAME.nc.
-PLANE_FILES = ("_trajectories", "_phases")
+#: The files of plane NAME, results/nonlinear/NAME<suffix>.nc, by workflow output (workflow/rules/common.smk):
+#: its runs and its phases, beside the nonlinear experiments' results/nonlinear/NAME.nc.
+PLANE_FILES = {"plane": "_trajectories", "plane_phases": "_phases"}
 #: Folders of results/ that hold other outputs than one experiment's: not experiment names.
 RESERVED_NAMES = frozenset({"figures", "nonlinear"})
 
@@ -615,7 +615,7 @@ def _plane_problems(config: Mapping[str, Any]) -> list[str]:
     problems = []
     for name, plane in nonlinear["planes"].items():
         field = f"nonlinear.planes.{name}"
-        for clash in (f"{name}{suffix}" for suffix in ("", *PLANE_FILES)):
+        for clash in (f"{name}{suffix}" for suffix in ("", *PLANE_FILES.values())):
             if clash in nonlinear["experiments"]:
                 problems.append(
                     f"{field}: {clash!r} is also a nonlinear experiment, whose results/nonlinear/{clash}.nc "

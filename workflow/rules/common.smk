@@ -87,9 +87,10 @@ OUTPUTS = {
     "mechanisms": "results/{experiment}/mechanisms.nc",
     "phases": "results/{experiment}/phases.nc",
     "nonlinear": "results/nonlinear/{experiment}.nc",
-    # A nonlinear phase plane's runs and its phases (a phases file, kind phases; validation.PLANE_FILES).
-    "plane": "results/nonlinear/{experiment}_trajectories.nc",
-    "plane_phases": "results/nonlinear/{experiment}_phases.nc",
+    # A nonlinear phase plane's runs and its phases (a phases file, kind phases), named as validation
+    # checks them against the nonlinear experiments' files.
+    "plane": f"results/nonlinear/{{experiment}}{validation.PLANE_FILES['plane']}.nc",
+    "plane_phases": f"results/nonlinear/{{experiment}}{validation.PLANE_FILES['plane_phases']}.nc",
 }
 
 

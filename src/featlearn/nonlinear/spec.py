@@ -11,6 +11,7 @@ builds the DAG. See ``docs/nonlinear.md`` for every key.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -404,8 +405,9 @@ class PlaneSpec:
             axes=mapping.get("axes", {}),
         )
 
-    @property
+    @functools.cached_property
     def grid(self) -> Grid:
+        """The plane's grid (built once: every run's hyperparameters are read from it)."""
         return grid_of(self.parameters, self.axes)
 
     def hyperparameters(self, index: int) -> dict[str, Any]:
